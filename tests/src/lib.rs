@@ -1,1 +1,181 @@
+//! Shared fixtures of the end-to-end tests and benchmarks: the bundled plugins
+//! (built once per process through `scripts/build-plugins`, as a user would), a
+//! runtime sized for tests, and a [`RecordingHost`] that keeps what a guest sent.
 
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use wasmjobs::runtime::{
+    BoxFuture, JobHost, LogLevel, LogStream, PluginRegistry, Runtime, RuntimeConfig, SubjobRequest,
+};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The directory holding every bundled plugin as `<name>.wasm`, built on first use.
+pub fn plugins_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = repo_root();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        std::fs::create_dir_all(&target).expect("create target dir");
+        let out = target.join("test-plugins");
+        // Test binaries (and nextest's processes) may build at the same time.
+        let lock = File::create(target.join("test-plugins.lock")).expect("create lock file");
+        lock.lock().expect("lock test-plugins");
+        let status = std::process::Command::new("bash")
+            .arg(root.join("scripts/build-plugins"))
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run scripts/build-plugins");
+        assert!(status.success(), "scripts/build-plugins failed: {status}");
+        out
+    })
+}
+
+/// The bytes of bundled plugin `name`.
+pub fn plugin_bytes(name: &str) -> Vec<u8> {
+    let path = plugins_dir().join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Copy bundled plugins into `dir`.
+pub fn install(dir: &Path, names: &[&str]) {
+    for name in names {
+        std::fs::write(dir.join(format!("{name}.wasm")), plugin_bytes(name)).expect("install plugin");
+    }
+}
+
+/// `sha256:<hex>` of some bytes, computed independently of the host.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// A new version of a component with the same behaviour: the same bytes plus a
+/// custom section, so its digest differs.
+pub fn new_version(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"wasmjobs-test-version";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    assert!(payload.len() < 128, "tag too long for a one-byte LEB size");
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section id
+    out.push(payload.len() as u8);
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Settings for tests: a small pool and short call timeouts.
+pub fn test_config() -> RuntimeConfig {
+    RuntimeConfig {
+        max_concurrent_jobs: 4,
+        call_slots: 2,
+        call_timeout: Duration::from_secs(10),
+        default_stop_timeout: Duration::from_secs(5),
+        default_deadline: Duration::from_secs(60),
+        ..RuntimeConfig::default()
+    }
+}
+
+pub fn runtime() -> Arc<Runtime> {
+    Runtime::new(test_config()).expect("runtime")
+}
+
+/// A registry over a fresh directory holding the named bundled plugins, scanned.
+pub async fn registry_with(names: &[&str]) -> (tempfile::TempDir, Arc<PluginRegistry>) {
+    registry_on(runtime(), names).await
+}
+
+pub async fn registry_on(rt: Arc<Runtime>, names: &[&str]) -> (tempfile::TempDir, Arc<PluginRegistry>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    install(dir.path(), names);
+    let registry = PluginRegistry::new(rt, dir.path()).expect("registry");
+    registry.scan().await.expect("scan");
+    (dir, registry)
+}
+
+/// One log line a guest produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub level: LogLevel,
+    pub stream: LogStream,
+    pub text: String,
+}
+
+/// A [`JobHost`] that records everything and answers sub-job requests with ids
+/// `sub-<n>`, or refuses the names in `refuse`.
+#[derive(Debug, Default)]
+pub struct RecordingHost {
+    pub properties: HashMap<String, String>,
+    pub refuse: Vec<String>,
+    pub checkins: Mutex<Vec<String>>,
+    pub lines: Mutex<Vec<Line>>,
+    pub subjobs: Mutex<Vec<SubjobRequest>>,
+}
+
+impl RecordingHost {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn with_properties(props: &[(&str, &str)]) -> Arc<Self> {
+        Arc::new(Self {
+            properties: props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Self::default()
+        })
+    }
+
+    pub fn checkins(&self) -> Vec<String> {
+        self.checkins.lock().expect("lock").clone()
+    }
+
+    pub fn lines(&self) -> Vec<Line> {
+        self.lines.lock().expect("lock").clone()
+    }
+
+    pub fn texts(&self, stream: LogStream) -> Vec<String> {
+        self.lines().into_iter().filter(|l| l.stream == stream).map(|l| l.text).collect()
+    }
+}
+
+impl JobHost for RecordingHost {
+    fn checkin(&self, message: &str) {
+        self.checkins.lock().expect("lock").push(message.to_string());
+    }
+
+    fn log(&self, level: LogLevel, stream: LogStream, message: &str) {
+        self.lines.lock().expect("lock").push(Line {
+            level,
+            stream,
+            text: message.to_string(),
+        });
+    }
+
+    fn property(&self, key: &str) -> Option<String> {
+        self.properties.get(key).cloned()
+    }
+
+    fn launch_subjob(&self, request: SubjobRequest) -> BoxFuture<'static, Result<String, String>> {
+        let answer = if self.refuse.contains(&request.name) {
+            Err(format!("unknown job name '{}'", request.name))
+        } else {
+            let mut subjobs = self.subjobs.lock().expect("lock");
+            subjobs.push(request);
+            Ok(format!("sub-{}", subjobs.len()))
+        };
+        Box::pin(async move { answer })
+    }
+}

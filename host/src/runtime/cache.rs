@@ -43,16 +43,19 @@ impl ArtifactCache {
 
     /// The cached component for `digest`, if any. A corrupt entry is removed and
     /// treated as a miss.
+    ///
+    /// The entry is read into memory rather than mapped (`deserialize_file`): a
+    /// mapped file truncated under us (a cleanup script, a full disk) would kill the
+    /// process with SIGBUS.
     pub(crate) fn get(&self, engine: &Engine, digest: &str) -> Option<Component> {
         let path = self.entry(digest);
-        if !path.exists() {
-            return None;
-        }
-        // SAFETY: the file was produced by `put` below, from `Component::serialize`
-        // of this engine configuration (the key includes the compatibility hash),
-        // and the cache directory belongs to this process's data dir.
+        let bytes = std::fs::read(&path).ok()?;
+        // SAFETY: the bytes come from a file `put` wrote (renamed into place whole)
+        // from `Component::serialize` of this engine configuration (the name holds
+        // the compatibility hash), in the node's own cache directory. wasmtime still
+        // checks the header and version before using them.
         #[allow(unsafe_code)]
-        let loaded = unsafe { Component::deserialize_file(engine, &path) };
+        let loaded = unsafe { Component::deserialize(engine, &bytes) };
         match loaded {
             Ok(c) => Some(c),
             Err(e) => {

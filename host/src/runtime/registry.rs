@@ -160,6 +160,8 @@ impl PluginRegistry {
                 present.push(path);
             }
         }
+        // Path order, so that which of two same-named files wins is predictable.
+        present.sort();
         let known: Vec<PathBuf> = self.read().files.keys().cloned().collect();
         for path in known.into_iter().chain(present) {
             self.sync_file(&path).await;

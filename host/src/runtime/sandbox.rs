@@ -118,5 +118,42 @@ pub(crate) fn failure_of(error: &wasmtime::Error, state: &InstanceState) -> Call
     if let Some(Trap::OutOfFuel) = error.downcast_ref::<Trap>() {
         return CallFailure::Killed(KillReason::FuelExhausted);
     }
-    CallFailure::Trapped(format!("{error:#}"))
+    CallFailure::Trapped(trap_message(error))
+}
+
+/// Frames of the wasm backtrace kept in a trap message.
+const TRAP_FRAMES: usize = 8;
+/// Longest trap message (a host error's chain can be long too).
+const TRAP_MESSAGE_BYTES: usize = 4096;
+
+/// A bounded description of a trap: what happened and where, never thousands of
+/// frames (a stack overflow has one per call).
+fn trap_message(error: &wasmtime::Error) -> String {
+    use std::fmt::Write;
+    let mut msg = match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.chain().map(|e| e.to_string()).collect::<Vec<_>>().join(": "),
+    };
+    if let Some(bt) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
+        let frames = bt.frames();
+        msg.push_str("\nwasm backtrace:");
+        for (i, f) in frames.iter().take(TRAP_FRAMES).enumerate() {
+            let module = f.module().name().unwrap_or("<unknown>");
+            let _ = match f.func_name() {
+                Some(name) => write!(msg, "\n  {i}: {module}!{name}"),
+                None => write!(msg, "\n  {i}: {module}!<wasm function {}>", f.func_index()),
+            };
+        }
+        if frames.len() > TRAP_FRAMES {
+            let _ = write!(msg, "\n  ... {} more frames", frames.len() - TRAP_FRAMES);
+        }
+    }
+    if msg.len() > TRAP_MESSAGE_BYTES {
+        let mut end = TRAP_MESSAGE_BYTES;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        msg.truncate(end);
+    }
+    msg
 }

@@ -168,7 +168,9 @@ impl<J: Job> wit::Guest for Exported<J> {
     }
 
     fn validate(params: String) -> Result<(), String> {
-        J::validate(&Params::parse(&params)?)
+        let result = Params::parse(&params).and_then(|p| J::validate(&p));
+        flush_stdio();
+        result
     }
 
     fn run(ctx: wit::JobContext, params: String) -> Result<(), wit::RunError> {
@@ -176,12 +178,21 @@ impl<J: Job> wit::Guest for Exported<J> {
         let result = Params::parse(&params)
             .map_err(RunError::Failed)
             .and_then(|p| J::run(&ctx, &p));
+        flush_stdio();
         result.map_err(|e| match e {
             RunError::Failed(m) => wit::RunError::Failed(m),
             RunError::Stopped => wit::RunError::Stopped,
             RunError::Cancelled => wit::RunError::Cancelled,
         })
     }
+}
+
+/// std's stdout keeps a partial line in its buffer until a newline or process exit,
+/// and a plugin instance never exits: flush so the last line reaches the job log.
+fn flush_stdio() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
 }
 
 /// Export a [`Job`] implementation as this component's job plugin.
