@@ -53,7 +53,8 @@ pub fn plugin_bytes(name: &str) -> Vec<u8> {
 /// Copy bundled plugins into `dir`.
 pub fn install(dir: &Path, names: &[&str]) {
     for name in names {
-        std::fs::write(dir.join(format!("{name}.wasm")), plugin_bytes(name)).expect("install plugin");
+        std::fs::write(dir.join(format!("{name}.wasm")), plugin_bytes(name))
+            .expect("install plugin");
     }
 }
 
@@ -99,7 +100,10 @@ pub async fn registry_with(names: &[&str]) -> (tempfile::TempDir, Arc<PluginRegi
     registry_on(runtime(), names).await
 }
 
-pub async fn registry_on(rt: Arc<Runtime>, names: &[&str]) -> (tempfile::TempDir, Arc<PluginRegistry>) {
+pub async fn registry_on(
+    rt: Arc<Runtime>,
+    names: &[&str],
+) -> (tempfile::TempDir, Arc<PluginRegistry>) {
     let dir = tempfile::tempdir().expect("temp dir");
     install(dir.path(), names);
     let registry = PluginRegistry::new(rt, dir.path()).expect("registry");
@@ -133,7 +137,10 @@ impl RecordingHost {
 
     pub fn with_properties(props: &[(&str, &str)]) -> Arc<Self> {
         Arc::new(Self {
-            properties: props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            properties: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Self::default()
         })
     }
@@ -147,13 +154,20 @@ impl RecordingHost {
     }
 
     pub fn texts(&self, stream: LogStream) -> Vec<String> {
-        self.lines().into_iter().filter(|l| l.stream == stream).map(|l| l.text).collect()
+        self.lines()
+            .into_iter()
+            .filter(|l| l.stream == stream)
+            .map(|l| l.text)
+            .collect()
     }
 }
 
 impl JobHost for RecordingHost {
     fn checkin(&self, message: &str) {
-        self.checkins.lock().expect("lock").push(message.to_string());
+        self.checkins
+            .lock()
+            .expect("lock")
+            .push(message.to_string());
     }
 
     fn log(&self, level: LogLevel, stream: LogStream, message: &str) {

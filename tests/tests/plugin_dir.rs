@@ -7,15 +7,24 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 use wasmjobs::runtime::{
-    AttemptSpec, Control, FileStatus, Outcome, PluginRegistry, PluginWatcher, RegistryEvent, Runtime,
-    RuntimeConfig,
+    AttemptSpec, Control, FileStatus, Outcome, PluginRegistry, PluginWatcher, RegistryEvent,
+    Runtime, RuntimeConfig,
 };
-use wasmjobs_tests::{RecordingHost, install, new_version, plugin_bytes, registry_with, runtime, sha256, test_config};
+use wasmjobs_tests::{
+    RecordingHost, install, new_version, plugin_bytes, registry_with, runtime, sha256, test_config,
+};
 
-const ALL: &[&str] = &["demo", "noop", "flaky", "sleeper", "spin", "hog", "spawner", "chatty", "crash", "escape"];
+const ALL: &[&str] = &[
+    "demo", "noop", "flaky", "sleeper", "spin", "hog", "spawner", "chatty", "crash", "escape",
+];
 
 fn spec(params: &str) -> AttemptSpec {
-    AttemptSpec { job_id: "j".into(), attempt: 1, params: params.into(), ..AttemptSpec::default() }
+    AttemptSpec {
+        job_id: "j".into(),
+        attempt: 1,
+        params: params.into(),
+        ..AttemptSpec::default()
+    }
 }
 
 /// Write a file the way users are told to: to a dot-file, then rename.
@@ -25,7 +34,10 @@ fn publish(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::rename(&tmp, dir.join(name)).expect("rename");
 }
 
-async fn wait_for(rx: &mut broadcast::Receiver<RegistryEvent>, what: impl Fn(&RegistryEvent) -> bool) -> RegistryEvent {
+async fn wait_for(
+    rx: &mut broadcast::Receiver<RegistryEvent>,
+    what: impl Fn(&RegistryEvent) -> bool,
+) -> RegistryEvent {
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let e = rx.recv().await.expect("registry events");
@@ -39,7 +51,11 @@ async fn wait_for(rx: &mut broadcast::Receiver<RegistryEvent>, what: impl Fn(&Re
 }
 
 fn error_of(reg: &PluginRegistry, file: &str) -> String {
-    let entry = reg.list().into_iter().find(|e| e.file.ends_with(file)).expect("listed");
+    let entry = reg
+        .list()
+        .into_iter()
+        .find(|e| e.file.ends_with(file))
+        .expect("listed");
     match entry.status {
         FileStatus::Invalid { error } => error,
         FileStatus::Ready => panic!("{file} should be invalid"),
@@ -61,8 +77,15 @@ async fn every_bundled_plugin_loads_with_its_digest_and_info() {
     }
     let demo = reg.get("demo").expect("demo");
     assert_eq!(demo.info().max_fails, 3);
-    assert_eq!(demo.info().memory_cap, RuntimeConfig::default().default_memory);
-    assert_eq!(reg.get("noop").expect("noop").info().max_fails, 4, "0 means Harbor's default 4");
+    assert_eq!(
+        demo.info().memory_cap,
+        RuntimeConfig::default().default_memory
+    );
+    assert_eq!(
+        reg.get("noop").expect("noop").info().max_fails,
+        4,
+        "0 means Harbor's default 4"
+    );
     let flaky = reg.get("flaky").expect("flaky");
     assert_eq!(flaky.info().initial_backoff, Duration::from_millis(10));
     assert_eq!(flaky.info().max_backoff, Duration::from_millis(100));
@@ -76,32 +99,69 @@ async fn broken_files_are_listed_with_a_clear_error_and_the_rest_load() {
     let noop = plugin_bytes("noop");
     std::fs::write(dir.path().join("garbage.wasm"), b"this is not wasm at all").expect("write");
     std::fs::write(dir.path().join("truncated.wasm"), &noop[..noop.len() / 2]).expect("write");
-    std::fs::write(dir.path().join("module.wasm"), wat::parse_str("(module)").expect("wat")).expect("write");
-    let other_world = wat::parse_str(r#"(component (core module $m) (core instance (instantiate $m)))"#).expect("wat");
+    std::fs::write(
+        dir.path().join("module.wasm"),
+        wat::parse_str("(module)").expect("wat"),
+    )
+    .expect("write");
+    let other_world =
+        wat::parse_str(r#"(component (core module $m) (core instance (instantiate $m)))"#)
+            .expect("wat");
     std::fs::write(dir.path().join("world.wasm"), other_world).expect("write");
-    std::fs::write(dir.path().join("zz-demo.wasm"), new_version(&plugin_bytes("demo"), "copy")).expect("write");
+    std::fs::write(
+        dir.path().join("zz-demo.wasm"),
+        new_version(&plugin_bytes("demo"), "copy"),
+    )
+    .expect("write");
     std::fs::write(dir.path().join("notes.txt"), b"ignored").expect("write");
     std::fs::write(dir.path().join(".hidden.wasm"), b"ignored").expect("write");
 
     let reg = PluginRegistry::new(runtime(), dir.path()).expect("registry");
     reg.scan().await.expect("scan");
 
-    assert_eq!(reg.list().len(), 7, "only visible .wasm files are considered");
+    assert_eq!(
+        reg.list().len(),
+        7,
+        "only visible .wasm files are considered"
+    );
     let garbage = error_of(&reg, "garbage.wasm");
-    assert!(garbage.contains("garbage.wasm") && garbage.contains("not a WebAssembly component"), "{garbage}");
+    assert!(
+        garbage.contains("garbage.wasm") && garbage.contains("not a WebAssembly component"),
+        "{garbage}"
+    );
     let truncated = error_of(&reg, "truncated.wasm");
-    assert!(truncated.contains("truncated.wasm") && truncated.contains("not a WebAssembly component"), "{truncated}");
+    assert!(
+        truncated.contains("truncated.wasm") && truncated.contains("not a WebAssembly component"),
+        "{truncated}"
+    );
     let module = error_of(&reg, "module.wasm");
     assert!(module.contains("core module"), "{module}");
     let world = error_of(&reg, "world.wasm");
-    assert!(world.contains("world.wasm") && world.contains("does not fit the job plugin world"), "{world}");
+    assert!(
+        world.contains("world.wasm") && world.contains("does not fit the job plugin world"),
+        "{world}"
+    );
     let dup = error_of(&reg, "zz-demo.wasm");
-    assert!(dup.contains("job name `demo` is already provided by") && dup.contains("demo.wasm"), "{dup}");
+    assert!(
+        dup.contains("job name `demo` is already provided by") && dup.contains("demo.wasm"),
+        "{dup}"
+    );
 
     // The good plugins load and run.
     let demo = reg.get("demo").expect("demo");
-    assert_eq!(demo.file(), dir.path().canonicalize().expect("canon").join("demo.wasm"));
-    let r = reg.runtime().run(&reg.get("noop").expect("noop"), &spec("{}"), RecordingHost::new(), Control::new()).await;
+    assert_eq!(
+        demo.file(),
+        dir.path().canonicalize().expect("canon").join("demo.wasm")
+    );
+    let r = reg
+        .runtime()
+        .run(
+            &reg.get("noop").expect("noop"),
+            &spec("{}"),
+            RecordingHost::new(),
+            Control::new(),
+        )
+        .await;
     assert_eq!(r.outcome, Outcome::Success);
 
     // When the owner of a name goes away, the file that clashed with it takes over.
@@ -121,32 +181,56 @@ async fn the_watcher_loads_replaces_and_removes_while_running_jobs_keep_their_ve
     // A new file is loaded.
     let v1 = plugin_bytes("sleeper");
     publish(dir.path(), "sleeper.wasm", &v1);
-    let e = wait_for(&mut events, |e| matches!(e, RegistryEvent::Loaded { name, .. } if name == "sleeper")).await;
-    assert_eq!(e, RegistryEvent::Loaded {
-        name: "sleeper".into(),
-        digest: sha256(&v1),
-        file: dir.path().canonicalize().expect("canon").join("sleeper.wasm"),
-    });
+    let e = wait_for(
+        &mut events,
+        |e| matches!(e, RegistryEvent::Loaded { name, .. } if name == "sleeper"),
+    )
+    .await;
+    assert_eq!(
+        e,
+        RegistryEvent::Loaded {
+            name: "sleeper".into(),
+            digest: sha256(&v1),
+            file: dir
+                .path()
+                .canonicalize()
+                .expect("canon")
+                .join("sleeper.wasm"),
+        }
+    );
 
     // A job starts on v1; the file is replaced by v2 while it runs.
     let old = reg.get("sleeper").expect("sleeper");
     let host = RecordingHost::new();
     let running = {
         let (rt, host) = (reg.runtime().clone(), host.clone());
-        tokio::spawn(async move { rt.run(&old, &spec(r#"{"ms":400}"#), host, Control::new()).await })
+        tokio::spawn(async move {
+            rt.run(&old, &spec(r#"{"ms":400}"#), host, Control::new())
+                .await
+        })
     };
     let v2 = new_version(&v1, "v2");
     publish(dir.path(), "sleeper.wasm", &v2);
-    wait_for(&mut events, |e| matches!(e, RegistryEvent::Loaded { digest, .. } if *digest == sha256(&v2))).await;
+    wait_for(
+        &mut events,
+        |e| matches!(e, RegistryEvent::Loaded { digest, .. } if *digest == sha256(&v2)),
+    )
+    .await;
     assert_eq!(reg.get("sleeper").expect("sleeper").digest(), sha256(&v2));
     let report = running.await.expect("join");
     assert_eq!(report.outcome, Outcome::Success);
-    assert_eq!(report.plugin_digest, sha256(&v1), "the running job kept the version it started with");
+    assert_eq!(
+        report.plugin_digest,
+        sha256(&v1),
+        "the running job kept the version it started with"
+    );
 
     // A broken write: listed invalid, the last good version keeps serving.
     publish(dir.path(), "sleeper.wasm", b"\0asm garbage");
     let e = wait_for(&mut events, |e| matches!(e, RegistryEvent::Invalid { .. })).await;
-    let RegistryEvent::Invalid { error, .. } = e else { unreachable!() };
+    let RegistryEvent::Invalid { error, .. } = e else {
+        unreachable!()
+    };
     assert!(error.contains("sleeper.wasm"), "{error}");
     assert_eq!(reg.get("sleeper").expect("last good").digest(), sha256(&v2));
     let entry = reg.list().into_iter().next().expect("listed");
@@ -155,11 +239,19 @@ async fn the_watcher_loads_replaces_and_removes_while_running_jobs_keep_their_ve
 
     // A fixed file is picked up again; a plain (non-atomic) copy works too.
     std::fs::write(dir.path().join("sleeper.wasm"), &v1).expect("write");
-    wait_for(&mut events, |e| matches!(e, RegistryEvent::Loaded { digest, .. } if *digest == sha256(&v1))).await;
+    wait_for(
+        &mut events,
+        |e| matches!(e, RegistryEvent::Loaded { digest, .. } if *digest == sha256(&v1)),
+    )
+    .await;
 
     // Removal unloads.
     std::fs::remove_file(dir.path().join("sleeper.wasm")).expect("rm");
-    wait_for(&mut events, |e| matches!(e, RegistryEvent::Unloaded { name, .. } if name == "sleeper")).await;
+    wait_for(
+        &mut events,
+        |e| matches!(e, RegistryEvent::Unloaded { name, .. } if name == "sleeper"),
+    )
+    .await;
     assert!(reg.get("sleeper").is_none());
     assert!(reg.list().is_empty());
 }
@@ -167,7 +259,10 @@ async fn the_watcher_loads_replaces_and_removes_while_running_jobs_keep_their_ve
 #[tokio::test]
 async fn compiled_artifacts_are_cached_by_digest() {
     let cache = tempfile::tempdir().expect("cache dir");
-    let cfg = RuntimeConfig { cache_dir: Some(cache.path().to_path_buf()), ..test_config() };
+    let cfg = RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..test_config()
+    };
     let cached = |cfg: &RuntimeConfig| Runtime::new(cfg.clone()).expect("runtime");
     let (_d1, reg) = wasmjobs_tests::registry_on(cached(&cfg), &["noop"]).await;
     let entries = || -> Vec<String> {
@@ -180,13 +275,26 @@ async fn compiled_artifacts_are_cached_by_digest() {
     };
     let first = entries();
     assert_eq!(first.len(), 1, "{first:?}");
-    let hex = sha256(&plugin_bytes("noop")).trim_start_matches("sha256:").to_string();
-    assert!(first[0].starts_with(&hex) && first[0].ends_with(".cwasm"), "{first:?}");
+    let hex = sha256(&plugin_bytes("noop"))
+        .trim_start_matches("sha256:")
+        .to_string();
+    assert!(
+        first[0].starts_with(&hex) && first[0].ends_with(".cwasm"),
+        "{first:?}"
+    );
     drop(reg);
 
     // A second runtime loads from the cache and the plugin works.
     let (_d2, reg) = wasmjobs_tests::registry_on(cached(&cfg), &["noop"]).await;
-    let r = reg.runtime().run(&reg.get("noop").expect("noop"), &spec("{}"), RecordingHost::new(), Control::new()).await;
+    let r = reg
+        .runtime()
+        .run(
+            &reg.get("noop").expect("noop"),
+            &spec("{}"),
+            RecordingHost::new(),
+            Control::new(),
+        )
+        .await;
     assert_eq!(r.outcome, Outcome::Success);
     assert_eq!(entries(), first);
 
@@ -195,5 +303,10 @@ async fn compiled_artifacts_are_cached_by_digest() {
     std::fs::write(cache.path().join(&first[0]), b"corrupt").expect("corrupt");
     let (_d3, reg) = wasmjobs_tests::registry_on(cached(&cfg), &["noop"]).await;
     assert!(reg.get("noop").is_some());
-    assert!(std::fs::metadata(cache.path().join(&first[0])).expect("rewritten").len() > 100);
+    assert!(
+        std::fs::metadata(cache.path().join(&first[0]))
+            .expect("rewritten")
+            .len()
+            > 100
+    );
 }

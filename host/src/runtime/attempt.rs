@@ -58,10 +58,10 @@ pub struct AttemptReport {
     pub plugin: String,
     pub plugin_digest: String,
     /// Time to a ready instance (Store + instantiation), the sandbox's start cost.
-    #[serde(with = "micros")]
+    #[serde(with = "micros", rename = "startup_us")]
     pub startup: Duration,
     /// Wall-clock time of the whole attempt.
-    #[serde(with = "micros")]
+    #[serde(with = "micros", rename = "duration_us")]
     pub duration: Duration,
     /// Highest total linear memory of the instance, in bytes.
     pub peak_memory: u64,

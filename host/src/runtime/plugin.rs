@@ -277,12 +277,12 @@ fn check_resources(file: &Path, component: &Component) -> Result<(), PluginError
             r.num_tables
         ));
     }
-    if let Some(t) = r.max_initial_table_size {
-        if t > MAX_TABLE_ELEMENTS as u64 {
-            return too_large(format!(
-                "a table of {t} elements, the limit is {MAX_TABLE_ELEMENTS}"
-            ));
-        }
+    if let Some(t) = r.max_initial_table_size
+        && t > MAX_TABLE_ELEMENTS as u64
+    {
+        return too_large(format!(
+            "a table of {t} elements, the limit is {MAX_TABLE_ELEMENTS}"
+        ));
     }
     Ok(())
 }

@@ -132,7 +132,11 @@ fn trap_message(error: &wasmtime::Error) -> String {
     use std::fmt::Write;
     let mut msg = match error.downcast_ref::<Trap>() {
         Some(trap) => trap.to_string(),
-        None => error.chain().map(|e| e.to_string()).collect::<Vec<_>>().join(": "),
+        None => error
+            .chain()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(": "),
     };
     if let Some(bt) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
         let frames = bt.frames();

@@ -30,7 +30,7 @@ impl Job for Hog {
         let mut chunks: Vec<Vec<u8>> = Vec::new();
         loop {
             chunks.push(black_box(vec![0xAB; 1 << 20]));
-            if chunks.len() % 16 == 0 {
+            if chunks.len().is_multiple_of(16) {
                 ctx.checkin(&format!("{} MiB", chunks.len()));
             }
         }

@@ -1,0 +1,117 @@
+//! Where jobs live. One trait, [`Store`], named noun-first like River's driver
+//! (`job_insert`, `job_claim`, ...), so that a second backend (PostgreSQL, for
+//! several nodes) can slot in and pass the same conformance tests.
+//!
+//! Every status change goes through [`crate::job::Status::can_become`] inside the
+//! store, in the same atomic write as the queue and schedule indexes it touches.
+
+mod commit;
+mod keys;
+mod sled;
+
+use uuid::Uuid;
+
+pub use self::sled::SledStore;
+use crate::job::{Command, Job, Status};
+
+/// A store failure. I/O and corruption are the store's fault (5xx); the rest
+/// describe the request (4xx).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O error: {0}")]
+    Io(#[from] ::sled::Error),
+    #[error("corrupt job record {key}: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("no job {0}")]
+    NotFound(Uuid),
+    #[error("job {id} is {from}; it cannot become {to}")]
+    Transition { id: Uuid, from: Status, to: Status },
+    #[error("a job with the same name and parameters is already {status}: {existing}")]
+    Duplicate { existing: Uuid, status: Status },
+}
+
+/// How an attempt ended, as the store records it.
+#[derive(Debug, Clone)]
+pub struct AttemptEnd {
+    /// `success`, `failed`, `stopped`, `cancelled`, `trapped`, `killed`.
+    pub outcome: String,
+    pub message: Option<String>,
+    pub plugin_digest: String,
+    pub startup_us: u64,
+    pub duration_us: u64,
+    pub peak_memory: u64,
+    pub fuel_used: Option<u64>,
+}
+
+/// What happens to a job after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// A final status.
+    Final(Status),
+    /// Wait until this unix-ms time, then run again.
+    RetryAt(u64),
+}
+
+/// What a stop or cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandEffect {
+    /// The job had not started: it is now final and will never run.
+    Ended(Status),
+    /// The job is running: the command was recorded; the worker delivers it.
+    Delivered,
+    /// The job had already finished: nothing changed.
+    AlreadyFinal(Status),
+}
+
+/// The job store.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Insert new jobs, all or none, and return once they are durable. A `unique`
+    /// job whose name and parameters match a live one (pending, scheduled or
+    /// running) is refused with [`StoreError::Duplicate`], and so is the batch.
+    async fn job_insert_many(&self, jobs: Vec<Job>) -> Result<(), StoreError>;
+
+    async fn job_get(&self, id: Uuid) -> Result<Option<Job>, StoreError>;
+
+    /// Take the first ready job (highest priority, then oldest) and mark it
+    /// running with a new attempt on `worker_id`.
+    async fn job_claim(&self, worker_id: &str, now: u64) -> Result<Option<Job>, StoreError>;
+
+    /// Record a check-in of a running job. Returns the updated job, or `None` if the
+    /// job is no longer running (a late check-in is dropped).
+    async fn job_checkin(&self, id: Uuid, message: &str, now: u64) -> Result<Option<Job>, StoreError>;
+
+    /// Record the end of the running attempt and move the job on.
+    async fn job_finish(&self, id: Uuid, end: AttemptEnd, next: Next, now: u64) -> Result<Job, StoreError>;
+
+    /// Stop or cancel a job (durable on return).
+    async fn job_command(&self, id: Uuid, command: Command, now: u64) -> Result<(CommandEffect, Job), StoreError>;
+
+    /// The retry action: a job in `error`, `stopped` or `cancelled` goes back to the
+    /// queue with a fresh retry budget (durable on return).
+    async fn job_retry(&self, id: Uuid, now: u64) -> Result<Job, StoreError>;
+
+    /// Move scheduled jobs whose time has come to the queue; returns how many.
+    async fn job_schedule_due(&self, now: u64, limit: usize) -> Result<usize, StoreError>;
+
+    /// The earliest time a scheduled job is due.
+    async fn job_next_due(&self) -> Result<Option<u64>, StoreError>;
+
+    /// After a crash: every job still marked running gets its attempt closed as
+    /// `interrupted` and goes back to the queue (or to its requested stop/cancel).
+    /// Returns the ids requeued.
+    async fn job_recover(&self, now: u64) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Link a sub-job (or periodic execution) to its upstream job.
+    async fn job_add_execution(&self, upstream: Uuid, child: Uuid, now: u64) -> Result<(), StoreError>;
+
+    /// Jobs waiting in the ready queue.
+    async fn queue_len(&self) -> Result<usize, StoreError>;
+
+    /// Make every write so far durable.
+    async fn flush(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,396 @@
+//! The embedded store: one sled tree (layout in `keys.rs`), writes serialized by
+//! one lock so a check-then-write is atomic, each as one sled batch so a crash
+//! leaves either all of a change or none of it. Acknowledged writes wait for a
+//! group-committed flush.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use uuid::Uuid;
+
+use super::commit::GroupCommit;
+use super::keys;
+use super::{AttemptEnd, CommandEffect, Next, Store, StoreError};
+use crate::job::{Attempt, Command, Job, Status};
+
+/// The sled-backed [`Store`].
+#[derive(Debug)]
+pub struct SledStore {
+    db: ::sled::Db,
+    write: Mutex<()>,
+    commit: Arc<GroupCommit>,
+}
+
+impl SledStore {
+    /// Open (or create) the store under `dir`. Must be called inside a tokio
+    /// runtime (it starts the flusher task).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = ::sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()?;
+        let commit = GroupCommit::start(db.clone());
+        Ok(Self {
+            db,
+            write: Mutex::new(()),
+            commit,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn load(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        match self.db.get(keys::job(id))? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StoreError::Corrupt {
+                    key: id.to_string(),
+                    source,
+                }),
+        }
+    }
+
+    fn must_load(&self, id: Uuid) -> Result<Job, StoreError> {
+        self.load(id)?.ok_or(StoreError::NotFound(id))
+    }
+
+    fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// Stage `new` (replacing `old`, if any) in `batch`: the record and every index
+    /// entry its status implies, with the old entries removed. The status change is
+    /// checked here.
+    fn stage(&self, batch: &mut ::sled::Batch, old: Option<&Job>, new: &mut Job) -> Result<(), StoreError> {
+        if let Some(old) = old {
+            if old.status != new.status && !old.status.can_become(new.status) {
+                return Err(StoreError::Transition {
+                    id: new.id,
+                    from: old.status,
+                    to: new.status,
+                });
+            }
+            new.revision = old.revision + 1;
+        }
+        new.modify_index = self.next_id()?;
+        let before: BTreeSet<Vec<u8>> = old.map(index_entries).unwrap_or_default().into_iter().map(|(k, _)| k).collect();
+        let after = index_entries(new);
+        for k in &before {
+            if !after.iter().any(|(a, _)| a == k) {
+                batch.remove(k.as_slice());
+            }
+        }
+        for (k, v) in after {
+            batch.insert(k, v);
+        }
+        let bytes = serde_json::to_vec(new).map_err(|source| StoreError::Corrupt {
+            key: new.id.to_string(),
+            source,
+        })?;
+        batch.insert(&keys::job(new.id)[..], bytes);
+        Ok(())
+    }
+
+    /// Load, change and write one job under the write lock.
+    fn update(&self, id: Uuid, change: impl FnOnce(&mut Job) -> Result<(), StoreError>) -> Result<Job, StoreError> {
+        let _w = self.lock();
+        let old = self.must_load(id)?;
+        let mut new = old.clone();
+        change(&mut new)?;
+        let mut batch = ::sled::Batch::default();
+        self.stage(&mut batch, Some(&old), &mut new)?;
+        self.db.apply_batch(batch)?;
+        Ok(new)
+    }
+
+    fn requeue(&self, job: &mut Job) -> Result<(), StoreError> {
+        job.status = Status::Pending;
+        job.seq = self.next_id()?;
+        job.run_at = None;
+        Ok(())
+    }
+}
+
+/// The index entries a job in its current state must have.
+fn index_entries(job: &Job) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::with_capacity(2);
+    match job.status {
+        Status::Pending => out.push((keys::queue(job.priority, job.seq, job.id).to_vec(), Vec::new())),
+        Status::Scheduled => {
+            if let Some(at) = job.run_at {
+                out.push((keys::schedule(at, job.id).to_vec(), Vec::new()));
+            }
+        }
+        Status::Running => out.push((keys::running(job.id).to_vec(), Vec::new())),
+        _ => {}
+    }
+    if job.unique && !job.status.is_final() {
+        out.push((keys::unique(&job.name, &job.params).to_vec(), job.id.as_bytes().to_vec()));
+    }
+    out
+}
+
+#[async_trait::async_trait]
+impl Store for SledStore {
+    async fn job_insert_many(&self, mut jobs: Vec<Job>) -> Result<(), StoreError> {
+        {
+            let _w = self.lock();
+            let mut batch = ::sled::Batch::default();
+            let mut seen = BTreeSet::new();
+            for job in &mut jobs {
+                if job.unique {
+                    let key = keys::unique(&job.name, &job.params);
+                    if let Some(v) = self.db.get(key)? {
+                        let existing = keys::id_suffix(&v).unwrap_or_default();
+                        let status = self.load(existing)?.map_or(Status::Pending, |j| j.status);
+                        return Err(StoreError::Duplicate { existing, status });
+                    }
+                    if !seen.insert(key) {
+                        return Err(StoreError::Duplicate {
+                            existing: job.id,
+                            status: job.status,
+                        });
+                    }
+                }
+                job.seq = self.next_id()?;
+                self.stage(&mut batch, None, job)?;
+            }
+            self.db.apply_batch(batch)?;
+        }
+        Ok(self.commit.durable().await?)
+    }
+
+    async fn job_get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        self.load(id)
+    }
+
+    async fn job_claim(&self, worker_id: &str, now: u64) -> Result<Option<Job>, StoreError> {
+        let _w = self.lock();
+        while let Some(entry) = self.db.scan_prefix([keys::QUEUE]).next() {
+            let (key, _) = entry?;
+            let Some(old) = keys::id_suffix(&key).map(|id| self.load(id)).transpose()?.flatten() else {
+                self.db.remove(key)?; // index entry without a job: drop it
+                continue;
+            };
+            if old.status != Status::Pending {
+                self.db.remove(key)?; // stale entry
+                continue;
+            }
+            let mut job = old.clone();
+            job.status = Status::Running;
+            job.update_time = now;
+            job.started_at = Some(now);
+            job.finished_at = None;
+            let number = job.attempts.last().map_or(1, |a| a.number + 1);
+            let retry_from_id = job.attempts.last().map(|a| a.id);
+            job.attempts.push(Attempt {
+                id: Uuid::new_v4(),
+                number,
+                retry_from_id,
+                worker_id: worker_id.to_string(),
+                started_at: now,
+                finished_at: None,
+                outcome: None,
+                message: None,
+                plugin_digest: String::new(),
+                startup_us: None,
+                duration_us: None,
+                peak_memory: None,
+                fuel_used: None,
+            });
+            let mut batch = ::sled::Batch::default();
+            self.stage(&mut batch, Some(&old), &mut job)?;
+            self.db.apply_batch(batch)?;
+            return Ok(Some(job));
+        }
+        Ok(None)
+    }
+
+    async fn job_checkin(&self, id: Uuid, message: &str, now: u64) -> Result<Option<Job>, StoreError> {
+        let result = self.update(id, |job| {
+            if job.status != Status::Running {
+                return Err(StoreError::Transition {
+                    id,
+                    from: job.status,
+                    to: Status::Running,
+                });
+            }
+            job.check_in = Some(message.to_string());
+            job.check_in_at = Some(now);
+            job.update_time = now;
+            Ok(())
+        });
+        match result {
+            Ok(job) => Ok(Some(job)),
+            Err(StoreError::Transition { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn job_finish(&self, id: Uuid, end: AttemptEnd, next: Next, now: u64) -> Result<Job, StoreError> {
+        self.update(id, |job| {
+            if let Some(a) = job.attempts.last_mut() {
+                a.finished_at = Some(now);
+                a.outcome = Some(end.outcome);
+                a.message = end.message;
+                a.plugin_digest = end.plugin_digest;
+                a.startup_us = Some(end.startup_us);
+                a.duration_us = Some(end.duration_us);
+                a.peak_memory = Some(end.peak_memory);
+                a.fuel_used = end.fuel_used;
+            }
+            job.update_time = now;
+            match next {
+                Next::Final(status) => {
+                    job.status = status;
+                    job.finished_at = Some(now);
+                    if status == Status::Error {
+                        job.die_at = Some(now);
+                    }
+                }
+                Next::RetryAt(at) => {
+                    job.status = Status::Scheduled;
+                    job.run_at = Some(at);
+                    job.retries_left = job.retries_left.saturating_sub(1);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn job_command(&self, id: Uuid, command: Command, now: u64) -> Result<(CommandEffect, Job), StoreError> {
+        let mut effect = CommandEffect::Delivered;
+        let job = self.update(id, |job| {
+            match job.status {
+                Status::Pending | Status::Scheduled => {
+                    job.status = command.final_status();
+                    job.finished_at = Some(now);
+                    job.command = Some(command);
+                    effect = CommandEffect::Ended(job.status);
+                }
+                Status::Running => {
+                    // The first command wins: a cancel after a stop stays a stop.
+                    job.command.get_or_insert(command);
+                    effect = CommandEffect::Delivered;
+                }
+                done => effect = CommandEffect::AlreadyFinal(done),
+            }
+            job.update_time = now;
+            Ok(())
+        })?;
+        self.commit.durable().await?;
+        Ok((effect, job))
+    }
+
+    async fn job_retry(&self, id: Uuid, now: u64) -> Result<Job, StoreError> {
+        let job = self.update(id, |job| {
+            if !matches!(job.status, Status::Error | Status::Stopped | Status::Cancelled) {
+                return Err(StoreError::Transition {
+                    id,
+                    from: job.status,
+                    to: Status::Pending,
+                });
+            }
+            self.requeue(job)?;
+            job.retries_left = job.retries_total;
+            job.command = None;
+            job.die_at = None;
+            job.finished_at = None;
+            job.update_time = now;
+            Ok(())
+        })?;
+        self.commit.durable().await?;
+        Ok(job)
+    }
+
+    async fn job_schedule_due(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        let _w = self.lock();
+        let mut batch = ::sled::Batch::default();
+        let mut moved = 0;
+        for entry in self.db.scan_prefix([keys::SCHEDULE]) {
+            let (key, _) = entry?;
+            if moved >= limit || keys::schedule_time(&key).is_none_or(|at| at > now) {
+                break;
+            }
+            let Some(old) = keys::id_suffix(&key).map(|id| self.load(id)).transpose()?.flatten() else {
+                batch.remove(key);
+                continue;
+            };
+            if old.status != Status::Scheduled {
+                batch.remove(key);
+                continue;
+            }
+            let mut job = old.clone();
+            self.requeue(&mut job)?;
+            job.update_time = now;
+            self.stage(&mut batch, Some(&old), &mut job)?;
+            moved += 1;
+        }
+        self.db.apply_batch(batch)?;
+        Ok(moved)
+    }
+
+    async fn job_next_due(&self) -> Result<Option<u64>, StoreError> {
+        match self.db.scan_prefix([keys::SCHEDULE]).next() {
+            Some(entry) => Ok(keys::schedule_time(&entry?.0)),
+            None => Ok(None),
+        }
+    }
+
+    async fn job_recover(&self, now: u64) -> Result<Vec<Uuid>, StoreError> {
+        let ids: Vec<Uuid> = self
+            .db
+            .scan_prefix([keys::RUNNING])
+            .keys()
+            .filter_map(|k| k.ok().and_then(|k| keys::id_suffix(&k)))
+            .collect();
+        let mut requeued = Vec::new();
+        for id in ids {
+            let job = self.update(id, |job| {
+                if job.status != Status::Running {
+                    return Ok(());
+                }
+                if let Some(a) = job.attempts.last_mut() {
+                    a.finished_at = Some(now);
+                    a.outcome = Some("interrupted".into());
+                    a.message = Some("the server stopped while the attempt ran".into());
+                }
+                job.update_time = now;
+                match job.command {
+                    Some(c) => {
+                        job.status = c.final_status();
+                        job.finished_at = Some(now);
+                    }
+                    None => self.requeue(job)?,
+                }
+                Ok(())
+            })?;
+            if job.status == Status::Pending {
+                requeued.push(id);
+            }
+        }
+        self.commit.durable().await?;
+        Ok(requeued)
+    }
+
+    async fn job_add_execution(&self, upstream: Uuid, child: Uuid, now: u64) -> Result<(), StoreError> {
+        self.update(upstream, |job| {
+            job.executions.push(child);
+            job.update_time = now;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    async fn queue_len(&self) -> Result<usize, StoreError> {
+        Ok(self.db.scan_prefix([keys::QUEUE]).count())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(self.commit.durable().await?)
+    }
+}
