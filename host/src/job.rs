@@ -74,7 +74,10 @@ impl Status {
 
     /// A final status: the job will not run again unless retried by an operator.
     pub fn is_final(self) -> bool {
-        matches!(self, Status::Stopped | Status::Cancelled | Status::Error | Status::Success)
+        matches!(
+            self,
+            Status::Stopped | Status::Cancelled | Status::Error | Status::Success
+        )
     }
 
     /// Whether a job may go from `self` to `to`. Every status change goes through
@@ -204,9 +207,10 @@ impl Job {
 
     /// Failed attempts so far (not counting stops, cancels or crash interruptions).
     pub fn failures(&self) -> u32 {
-        let failed = self.attempts.iter().filter(|a| {
-            matches!(a.outcome.as_deref(), Some("failed" | "trapped" | "killed"))
-        });
+        let failed = self
+            .attempts
+            .iter()
+            .filter(|a| matches!(a.outcome.as_deref(), Some("failed" | "trapped" | "killed")));
         failed.count() as u32
     }
 }
@@ -224,7 +228,9 @@ mod tests {
     use super::*;
     use Status::*;
 
-    const ALL: [Status; 7] = [Pending, Scheduled, Running, Stopped, Cancelled, Error, Success];
+    const ALL: [Status; 7] = [
+        Pending, Scheduled, Running, Stopped, Cancelled, Error, Success,
+    ];
 
     #[test]
     fn no_final_status_becomes_another_final_status() {

@@ -1,13 +1,28 @@
 //! wasmjobs: a job runner whose job logic lives in sandboxed WebAssembly components.
 //!
 //! Module map (follow one job forward):
+//! - [`api`]: the REST API (Harbor's jobservice shapes) over the service.
+//! - [`service`]: submit (checks, the plugin's `validate`, durable store), the
+//!   worker pool that claims and runs attempts, the scheduler, operator actions.
+//! - [`job`]: the job record, statuses and the one place transitions are checked.
+//! - [`store`]: the store trait and its sled backend (group-committed durability).
 //! - [`runtime`]: the plugin engine. Loads plugin components from a directory
 //!   (digest, compiled-artifact cache, hot reload) and runs one attempt of one job in
 //!   a fresh, limited sandbox (memory cap, deadline, stop timeout, fuel, bounded
 //!   logs), serving the WIT imports through a [`runtime::JobHost`].
-//! - [`error`]: the error types of each layer.
+//! - [`logs`]: per-job log files.
+//! - [`config`]: the server configuration (YAML, environment, flags).
+//! - [`server`]: starting a node and stopping it gracefully.
+//! - [`error`]: the error types of the runtime layer.
 //!
 //! The WIT contract a plugin targets is `wit/job.wit` at the repository root.
 
+pub mod api;
+pub mod config;
 pub mod error;
+pub mod job;
+pub mod logs;
 pub mod runtime;
+pub mod server;
+pub mod service;
+pub mod store;

@@ -1,6 +1,7 @@
 //! The `wasmjobs` command: thin glue over the library (parse arguments, set up
 //! tracing, call into `wasmjobs::runtime`).
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,10 +9,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use wasmjobs::config::{Config, Level, Overrides};
 use wasmjobs::runtime::{
     AttemptSpec, BoxFuture, Control, FileStatus, JobHost, LogLevel, LogStream, Outcome,
     PluginRegistry, Runtime, RuntimeConfig, SubjobRequest,
 };
+use wasmjobs::server::Node;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -26,6 +29,22 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the job service: REST API, worker pool, scheduler, plugin directory
+    /// watch, sled store under the data dir.
+    Serve {
+        /// YAML configuration file (see the README's configuration reference).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Address to listen on, e.g. 127.0.0.1:9443 (overrides the config).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Data directory: store, job logs, compiled-plugin cache, secret.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Plugin directory, watched for new, changed and removed `.wasm` files.
+        #[arg(long)]
+        plugins_dir: Option<PathBuf>,
+    },
     /// Load every plugin of a directory and list them with digest and status.
     Plugins {
         /// Directory of plugin components (`*.wasm`).
@@ -71,24 +90,86 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn init_tracing(default_level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Plugins { plugins_dir } => list_plugins(plugins_dir).await,
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            plugins_dir,
+        } => {
+            let overrides = Overrides {
+                listen,
+                data_dir,
+                plugins_dir,
+            };
+            serve(config, overrides).await
+        }
+        Command::Plugins { plugins_dir } => {
+            init_tracing("warn");
+            list_plugins(plugins_dir).await
+        }
         Command::Run {
             plugins_dir,
             name,
             params,
             deadline,
             stop_timeout,
-        } => run_one(plugins_dir, name, params, deadline, stop_timeout).await,
+        } => {
+            init_tracing("warn");
+            run_one(plugins_dir, name, params, deadline, stop_timeout).await
+        }
+    }
+}
+
+async fn serve(file: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = Config::load(file.as_deref(), &env, &overrides)?;
+    init_tracing(match config.log_level {
+        Level::Debug => "debug",
+        Level::Info => "info",
+        Level::Warning => "warn",
+        Level::Error | Level::Fatal => "error",
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let node = Node::start(config).await?;
+    tracing::info!("listening on {scheme}://{}", listener.local_addr()?);
+    node.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

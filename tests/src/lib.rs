@@ -1,6 +1,9 @@
 //! Shared fixtures of the end-to-end tests and benchmarks: the bundled plugins
 //! (built once per process through `scripts/build-plugins`, as a user would), a
-//! runtime sized for tests, and a [`RecordingHost`] that keeps what a guest sent.
+//! runtime sized for tests, a [`RecordingHost`] that keeps what a guest sent, and
+//! a [`server::TestServer`] running a real node on `127.0.0.1:0`.
+
+pub mod server;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -41,6 +44,29 @@ pub fn plugins_dir() -> &'static Path {
             .expect("run scripts/build-plugins");
         assert!(status.success(), "scripts/build-plugins failed: {status}");
         out
+    })
+}
+
+/// The `wasmjobs` binary, built (or brought up to date) on first use with the
+/// cargo that runs the tests.
+pub fn wasmjobs_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = repo_root();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "wasmjobs", "--bin", "wasmjobs"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build of the wasmjobs binary failed"
+        );
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        target.join("debug/wasmjobs")
     })
 }
 

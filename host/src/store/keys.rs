@@ -96,7 +96,17 @@ mod tests {
                 (prio, u64::from_be_bytes(k[5..13].try_into().unwrap()))
             })
             .collect();
-        assert_eq!(order, [(i32::MAX, 9), (10, 5), (0, 1), (0, 2), (-3, 1), (i32::MIN, 0)]);
+        assert_eq!(
+            order,
+            [
+                (i32::MAX, 9),
+                (10, 5),
+                (0, 1),
+                (0, 2),
+                (-3, 1),
+                (i32::MIN, 0)
+            ]
+        );
     }
 
     #[test]

@@ -83,13 +83,29 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Record a check-in of a running job. Returns the updated job, or `None` if the
     /// job is no longer running (a late check-in is dropped).
-    async fn job_checkin(&self, id: Uuid, message: &str, now: u64) -> Result<Option<Job>, StoreError>;
+    async fn job_checkin(
+        &self,
+        id: Uuid,
+        message: &str,
+        now: u64,
+    ) -> Result<Option<Job>, StoreError>;
 
     /// Record the end of the running attempt and move the job on.
-    async fn job_finish(&self, id: Uuid, end: AttemptEnd, next: Next, now: u64) -> Result<Job, StoreError>;
+    async fn job_finish(
+        &self,
+        id: Uuid,
+        end: AttemptEnd,
+        next: Next,
+        now: u64,
+    ) -> Result<Job, StoreError>;
 
     /// Stop or cancel a job (durable on return).
-    async fn job_command(&self, id: Uuid, command: Command, now: u64) -> Result<(CommandEffect, Job), StoreError>;
+    async fn job_command(
+        &self,
+        id: Uuid,
+        command: Command,
+        now: u64,
+    ) -> Result<(CommandEffect, Job), StoreError>;
 
     /// The retry action: a job in `error`, `stopped` or `cancelled` goes back to the
     /// queue with a fresh retry budget (durable on return).
@@ -107,7 +123,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn job_recover(&self, now: u64) -> Result<Vec<Uuid>, StoreError>;
 
     /// Link a sub-job (or periodic execution) to its upstream job.
-    async fn job_add_execution(&self, upstream: Uuid, child: Uuid, now: u64) -> Result<(), StoreError>;
+    async fn job_add_execution(
+        &self,
+        upstream: Uuid,
+        child: Uuid,
+        now: u64,
+    ) -> Result<(), StoreError>;
 
     /// Jobs waiting in the ready queue.
     async fn queue_len(&self) -> Result<usize, StoreError>;

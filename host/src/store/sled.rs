@@ -22,6 +22,12 @@ pub struct SledStore {
     commit: Arc<GroupCommit>,
 }
 
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        self.commit.close();
+    }
+}
+
 impl SledStore {
     /// Open (or create) the store under `dir`. Must be called inside a tokio
     /// runtime (it starts the flusher task).
@@ -45,12 +51,14 @@ impl SledStore {
     fn load(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
         match self.db.get(keys::job(id))? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| StoreError::Corrupt {
-                    key: id.to_string(),
-                    source,
-                }),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StoreError::Corrupt {
+                        key: id.to_string(),
+                        source,
+                    })
+            }
         }
     }
 
@@ -65,7 +73,12 @@ impl SledStore {
     /// Stage `new` (replacing `old`, if any) in `batch`: the record and every index
     /// entry its status implies, with the old entries removed. The status change is
     /// checked here.
-    fn stage(&self, batch: &mut ::sled::Batch, old: Option<&Job>, new: &mut Job) -> Result<(), StoreError> {
+    fn stage(
+        &self,
+        batch: &mut ::sled::Batch,
+        old: Option<&Job>,
+        new: &mut Job,
+    ) -> Result<(), StoreError> {
         if let Some(old) = old {
             if old.status != new.status && !old.status.can_become(new.status) {
                 return Err(StoreError::Transition {
@@ -77,7 +90,12 @@ impl SledStore {
             new.revision = old.revision + 1;
         }
         new.modify_index = self.next_id()?;
-        let before: BTreeSet<Vec<u8>> = old.map(index_entries).unwrap_or_default().into_iter().map(|(k, _)| k).collect();
+        let before: BTreeSet<Vec<u8>> = old
+            .map(index_entries)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         let after = index_entries(new);
         for k in &before {
             if !after.iter().any(|(a, _)| a == k) {
@@ -96,7 +114,11 @@ impl SledStore {
     }
 
     /// Load, change and write one job under the write lock.
-    fn update(&self, id: Uuid, change: impl FnOnce(&mut Job) -> Result<(), StoreError>) -> Result<Job, StoreError> {
+    fn update(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut Job) -> Result<(), StoreError>,
+    ) -> Result<Job, StoreError> {
         let _w = self.lock();
         let old = self.must_load(id)?;
         let mut new = old.clone();
@@ -119,7 +141,10 @@ impl SledStore {
 fn index_entries(job: &Job) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::with_capacity(2);
     match job.status {
-        Status::Pending => out.push((keys::queue(job.priority, job.seq, job.id).to_vec(), Vec::new())),
+        Status::Pending => out.push((
+            keys::queue(job.priority, job.seq, job.id).to_vec(),
+            Vec::new(),
+        )),
         Status::Scheduled => {
             if let Some(at) = job.run_at {
                 out.push((keys::schedule(at, job.id).to_vec(), Vec::new()));
@@ -129,7 +154,10 @@ fn index_entries(job: &Job) -> Vec<(Vec<u8>, Vec<u8>)> {
         _ => {}
     }
     if job.unique && !job.status.is_final() {
-        out.push((keys::unique(&job.name, &job.params).to_vec(), job.id.as_bytes().to_vec()));
+        out.push((
+            keys::unique(&job.name, &job.params).to_vec(),
+            job.id.as_bytes().to_vec(),
+        ));
     }
     out
 }
@@ -172,7 +200,11 @@ impl Store for SledStore {
         let _w = self.lock();
         while let Some(entry) = self.db.scan_prefix([keys::QUEUE]).next() {
             let (key, _) = entry?;
-            let Some(old) = keys::id_suffix(&key).map(|id| self.load(id)).transpose()?.flatten() else {
+            let Some(old) = keys::id_suffix(&key)
+                .map(|id| self.load(id))
+                .transpose()?
+                .flatten()
+            else {
                 self.db.remove(key)?; // index entry without a job: drop it
                 continue;
             };
@@ -210,7 +242,12 @@ impl Store for SledStore {
         Ok(None)
     }
 
-    async fn job_checkin(&self, id: Uuid, message: &str, now: u64) -> Result<Option<Job>, StoreError> {
+    async fn job_checkin(
+        &self,
+        id: Uuid,
+        message: &str,
+        now: u64,
+    ) -> Result<Option<Job>, StoreError> {
         let result = self.update(id, |job| {
             if job.status != Status::Running {
                 return Err(StoreError::Transition {
@@ -231,7 +268,13 @@ impl Store for SledStore {
         }
     }
 
-    async fn job_finish(&self, id: Uuid, end: AttemptEnd, next: Next, now: u64) -> Result<Job, StoreError> {
+    async fn job_finish(
+        &self,
+        id: Uuid,
+        end: AttemptEnd,
+        next: Next,
+        now: u64,
+    ) -> Result<Job, StoreError> {
         self.update(id, |job| {
             if let Some(a) = job.attempts.last_mut() {
                 a.finished_at = Some(now);
@@ -262,7 +305,12 @@ impl Store for SledStore {
         })
     }
 
-    async fn job_command(&self, id: Uuid, command: Command, now: u64) -> Result<(CommandEffect, Job), StoreError> {
+    async fn job_command(
+        &self,
+        id: Uuid,
+        command: Command,
+        now: u64,
+    ) -> Result<(CommandEffect, Job), StoreError> {
         let mut effect = CommandEffect::Delivered;
         let job = self.update(id, |job| {
             match job.status {
@@ -288,7 +336,10 @@ impl Store for SledStore {
 
     async fn job_retry(&self, id: Uuid, now: u64) -> Result<Job, StoreError> {
         let job = self.update(id, |job| {
-            if !matches!(job.status, Status::Error | Status::Stopped | Status::Cancelled) {
+            if !matches!(
+                job.status,
+                Status::Error | Status::Stopped | Status::Cancelled
+            ) {
                 return Err(StoreError::Transition {
                     id,
                     from: job.status,
@@ -316,7 +367,11 @@ impl Store for SledStore {
             if moved >= limit || keys::schedule_time(&key).is_none_or(|at| at > now) {
                 break;
             }
-            let Some(old) = keys::id_suffix(&key).map(|id| self.load(id)).transpose()?.flatten() else {
+            let Some(old) = keys::id_suffix(&key)
+                .map(|id| self.load(id))
+                .transpose()?
+                .flatten()
+            else {
                 batch.remove(key);
                 continue;
             };
@@ -377,7 +432,12 @@ impl Store for SledStore {
         Ok(requeued)
     }
 
-    async fn job_add_execution(&self, upstream: Uuid, child: Uuid, now: u64) -> Result<(), StoreError> {
+    async fn job_add_execution(
+        &self,
+        upstream: Uuid,
+        child: Uuid,
+        now: u64,
+    ) -> Result<(), StoreError> {
         self.update(upstream, |job| {
             job.executions.push(child);
             job.update_time = now;

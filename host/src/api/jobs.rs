@@ -1,0 +1,236 @@
+//! Harbor's job routes: submit (one or a batch), stats, actions, log.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::view::{JobEnvelope, JobView, JobsEnvelope};
+use crate::job::{Command, Kind};
+use crate::service::{JobRequest, JobService};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    job: JobBody,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    jobs: Vec<JobBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobBody {
+    name: String,
+    #[serde(default)]
+    parameters: serde_json::Value,
+    status_hook: Option<String>,
+    #[serde(default)]
+    metadata: Metadata,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    kind: Option<Kind>,
+    schedule_delay: Option<u64>,
+    cron_spec: Option<String>,
+    #[serde(default)]
+    unique: bool,
+    #[serde(default)]
+    priority: i32,
+    capacity_map: Option<BTreeMap<String, u32>>,
+    deadline: Option<DurationField>,
+    stop_timeout: Option<DurationField>,
+}
+
+/// A duration as text (`"30s"`, `"1m 30s"`) or whole seconds.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DurationField {
+    Seconds(u64),
+    Text(String),
+}
+
+impl DurationField {
+    fn resolve(self, field: &str) -> Result<Duration, ApiError> {
+        match self {
+            DurationField::Seconds(s) => Ok(Duration::from_secs(s)),
+            DurationField::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "job.metadata.{field}: {t:?} is not a duration like \"30s\" ({e})"
+                ))
+            }),
+        }
+    }
+}
+
+impl JobBody {
+    fn into_request(self) -> Result<JobRequest, ApiError> {
+        let m = self.metadata;
+        Ok(JobRequest {
+            name: self.name,
+            params: self.parameters,
+            status_hook: self.status_hook,
+            kind: m.kind.unwrap_or(Kind::Generic),
+            schedule_delay: m.schedule_delay,
+            cron_spec: m.cron_spec,
+            unique: m.unique,
+            priority: m.priority,
+            capacity_map: m.capacity_map,
+            deadline: m.deadline.map(|d| d.resolve("deadline")).transpose()?,
+            stop_timeout: m
+                .stop_timeout
+                .map(|d| d.resolve("stop_timeout"))
+                .transpose()?,
+            upstream: None,
+        })
+    }
+}
+
+/// Parse a JSON body, naming the offending field in the error.
+pub(super) fn parse_body<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        let status = rejection.status();
+        let err = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body too large"
+        } else {
+            "bad request"
+        };
+        ApiError::new(status, err, rejection.body_text())
+    })?;
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() || path == "." || path == "?" {
+            ApiError::bad_request(format!("malformed JSON body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("{path}: {inner}"))
+        }
+    })
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id)
+        .map_err(|_| ApiError::not_found(format!("no job {id:?}: job ids are UUIDs")))
+}
+
+pub(super) async fn submit(
+    State(service): State<JobService>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: SubmitBody = parse_body(body)?;
+    let job = service.submit(body.job.into_request()?).await?;
+    let view = JobEnvelope {
+        job: JobView::of(&job),
+    };
+    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+}
+
+pub(super) async fn submit_batch(
+    State(service): State<JobService>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: BatchBody = parse_body(body)?;
+    let mut requests = Vec::with_capacity(body.jobs.len());
+    for (i, j) in body.jobs.into_iter().enumerate() {
+        let r = j.into_request().map_err(|e| ApiError {
+            description: format!("jobs[{i}]: {}", e.description),
+            ..e
+        })?;
+        requests.push(r);
+    }
+    let jobs = service.submit_batch(requests).await?;
+    let view = JobsEnvelope {
+        jobs: jobs.iter().map(JobView::of).collect(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+}
+
+pub(super) async fn get_job(
+    State(service): State<JobService>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = service.get(parse_id(&id)?).await?;
+    Ok(Json(JobEnvelope {
+        job: JobView::of(&job),
+    })
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    action: String,
+}
+
+pub(super) async fn action(
+    State(service): State<JobService>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let body: ActionBody = parse_body(body)?;
+    match body.action.as_str() {
+        "stop" | "cancel" => {
+            let command = if body.action == "stop" {
+                Command::Stop
+            } else {
+                Command::Cancel
+            };
+            let effect = service.command(id, command).await?;
+            tracing::info!(job = %id, action = %body.action, ?effect, "operator action");
+        }
+        "retry" => {
+            service.retry(id).await?;
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "unknown action",
+                format!("action {other:?} is not one of stop, cancel, retry"),
+            ));
+        }
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn log(
+    State(service): State<JobService>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let job = service.get(id).await?;
+    match service.logs().read(id).await {
+        Ok(Some(text)) => {
+            Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+        }
+        Ok(None) if job.attempts.is_empty() => Err(ApiError::not_found(format!(
+            "job {id} has not started yet (it is {}): it has no log",
+            job.status
+        ))),
+        Ok(None) => Err(ApiError::not_found(format!(
+            "job {id} has no log on this node"
+        ))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "log unreadable",
+            format!("cannot read the log of job {id}: {e}"),
+        )),
+    }
+}

@@ -1,0 +1,55 @@
+//! The REST API (Harbor's jobservice shapes): [`router`] builds the axum app,
+//! tested with `tower::ServiceExt::oneshot` or served by [`crate::server`].
+
+mod auth;
+mod error;
+mod jobs;
+mod ops;
+mod view;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{get, post};
+
+pub use auth::Secret;
+pub use error::ApiError;
+
+use crate::service::JobService;
+
+/// The whole API. Every route needs the secret except `/_ping` and `/api/v1/stats`.
+pub fn router(service: JobService, secret: Arc<str>) -> Router {
+    let limit = service.config().max_body_bytes;
+    let protected = Router::new()
+        .route("/api/v1/jobs", post(jobs::submit))
+        .route("/api/v1/jobs/batch", post(jobs::submit_batch))
+        .route("/api/v1/jobs/{id}", get(jobs::get_job).post(jobs::action))
+        .route("/api/v1/jobs/{id}/log", get(jobs::log))
+        .route_layer(middleware::from_fn_with_state(
+            Secret(secret),
+            auth::require_secret,
+        ));
+    Router::new()
+        .route("/_ping", get(ops::ping))
+        .route("/api/v1/stats", get(ops::stats))
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(service)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+        "this route does not take that method",
+    )
+}

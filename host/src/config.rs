@@ -1,0 +1,605 @@
+//! Service configuration: a YAML file (Harbor's keys where Harbor has one), then
+//! environment variables, then command-line flags, each overriding the one before.
+//! A bad value is refused at start with a message naming the key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::runtime::RuntimeConfig;
+
+const MIB: u64 = 1024 * 1024;
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Severity threshold of a logger (Harbor's level names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Fatal,
+}
+
+impl Level {
+    pub fn admits(self, level: crate::runtime::LogLevel) -> bool {
+        use crate::runtime::LogLevel as L;
+        let rank = match level {
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Warning => Level::Warning,
+            L::Error => Level::Error,
+            L::Fatal => Level::Fatal,
+        };
+        rank >= self
+    }
+}
+
+/// The YAML file's shape. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    protocol: Option<String>,
+    port: Option<u16>,
+    https_config: Option<HttpsFile>,
+    listen: Option<String>,
+    secret: Option<String>,
+    data_dir: Option<PathBuf>,
+    plugins_dir: Option<PathBuf>,
+    worker_pool: Option<WorkerPoolFile>,
+    job_loggers: Option<Vec<LoggerFile>>,
+    loggers: Option<Vec<LoggerFile>>,
+    sandbox: Option<SandboxFile>,
+    capacity: Option<BTreeMap<String, u32>>,
+    properties: Option<HashMap<String, String>>,
+    max_body_bytes: Option<usize>,
+    max_batch: Option<usize>,
+    shutdown_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpsFile {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkerPoolFile {
+    workers: Option<u32>,
+    /// Harbor's backend name; only `sled` (embedded) exists here.
+    backend: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoggerFile {
+    name: String,
+    level: Option<Level>,
+    sweeper: Option<SweeperFile>,
+    settings: Option<HashMap<String, serde_yaml_ng::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SweeperFile {
+    /// Days to keep job logs.
+    duration: u32,
+    settings: Option<HashMap<String, serde_yaml_ng::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SandboxFile {
+    memory_mib: Option<u64>,
+    max_memory_mib: Option<u64>,
+    default_deadline: Option<String>,
+    stop_timeout: Option<String>,
+    call_timeout: Option<String>,
+    fuel_metering: Option<bool>,
+    max_log_bytes: Option<usize>,
+}
+
+/// Where job log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobLoggers {
+    /// `FILE`: one file per job under `<data_dir>/logs`, at this level.
+    pub file: Option<Level>,
+    /// `STD_OUTPUT`: the server's own log (tracing), at this level.
+    pub stdout: Option<Level>,
+    /// Keep job log files this long (the FILE logger's sweeper).
+    pub retention: Option<Duration>,
+}
+
+/// The resolved configuration of a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// TLS certificate and key (PEM) when the protocol is https.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The shared secret of `Authorization: Harbor-Secret <secret>`; `None` means
+    /// "use (or create) `<data_dir>/secret`".
+    pub secret: Option<String>,
+    pub data_dir: PathBuf,
+    pub plugins_dir: PathBuf,
+    pub workers: u32,
+    pub job_loggers: JobLoggers,
+    /// Level of the server's own log.
+    pub log_level: Level,
+    /// This node's capacity map (DTR), e.g. `{"scan": 1}`.
+    pub capacity: BTreeMap<String, u32>,
+    /// Properties guests read with `host.get`.
+    pub properties: HashMap<String, String>,
+    pub max_body_bytes: usize,
+    pub max_batch: usize,
+    /// How long a graceful shutdown waits for running jobs.
+    pub shutdown_timeout: Duration,
+    pub runtime: RuntimeConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9443)),
+            tls: None,
+            secret: None,
+            data_dir: PathBuf::from("data"),
+            plugins_dir: PathBuf::from("plugins.d"),
+            workers: 4,
+            job_loggers: JobLoggers {
+                file: Some(Level::Debug),
+                stdout: None,
+                retention: Some(Duration::from_secs(86_400)),
+            },
+            log_level: Level::Info,
+            capacity: BTreeMap::new(),
+            properties: HashMap::new(),
+            max_body_bytes: 1024 * 1024,
+            max_batch: 10_000,
+            shutdown_timeout: Duration::from_secs(10),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+/// Command-line overrides (the highest precedence).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub plugins_dir: Option<PathBuf>,
+}
+
+/// Parse a duration such as `30s`, `500ms`, `5m`, `1h 30m`.
+pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        invalid(
+            key,
+            format!("{value:?} is not a duration like 30s, 500ms or 5m ({e})"),
+        )
+    })
+}
+
+impl Config {
+    /// Load: defaults, then the file (if any), then `env`, then `overrides`.
+    pub fn load(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let parsed = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                serde_yaml_ng::from_str::<Option<FileConfig>>(&text)
+                    .map_err(|source| ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        source,
+                    })?
+                    .unwrap_or_default()
+            }
+            None => FileConfig::default(),
+        };
+        let mut cfg = Config::default();
+        cfg.apply_file(parsed)?;
+        cfg.apply_env(env)?;
+        cfg.apply_overrides(overrides)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn apply_file(&mut self, f: FileConfig) -> Result<(), ConfigError> {
+        let mut port = None;
+        let mut https = false;
+        if let Some(p) = f.protocol {
+            https = parse_protocol("protocol", &p)?;
+        }
+        if let Some(p) = f.port {
+            port = Some(p);
+        }
+        if let Some(l) = f.listen {
+            self.listen = parse_listen("listen", &l)?;
+        }
+        if let Some(p) = port {
+            self.listen.set_port(p);
+        }
+        if let Some(h) = f.https_config {
+            self.tls = Some((h.cert, h.key));
+        }
+        if https && self.tls.is_none() {
+            return Err(invalid(
+                "https_config",
+                "protocol is https but https_config (cert, key) is missing",
+            ));
+        }
+        if !https {
+            self.tls = None;
+        }
+        if let Some(s) = f.secret {
+            self.secret = Some(s);
+        }
+        if let Some(d) = f.data_dir {
+            self.data_dir = d;
+        }
+        if let Some(d) = f.plugins_dir {
+            self.plugins_dir = d;
+        }
+        if let Some(wp) = f.worker_pool {
+            if let Some(w) = wp.workers {
+                self.workers = w;
+            }
+            if let Some(b) = wp.backend
+                && b != "sled"
+            {
+                return Err(invalid(
+                    "worker_pool.backend",
+                    format!("{b:?} is not available; use \"sled\""),
+                ));
+            }
+        }
+        if let Some(loggers) = f.job_loggers {
+            self.job_loggers = JobLoggers {
+                file: None,
+                stdout: None,
+                retention: None,
+            };
+            for (i, l) in loggers.into_iter().enumerate() {
+                let level = l.level.unwrap_or(Level::Info);
+                let _ = l.settings; // base_dir etc.: logs always live under data_dir
+                match l.name.as_str() {
+                    "FILE" => {
+                        self.job_loggers.file = Some(level);
+                        if let Some(sw) = l.sweeper {
+                            let _ = sw.settings;
+                            if sw.duration == 0 {
+                                return Err(invalid(
+                                    &format!("job_loggers[{i}].sweeper.duration"),
+                                    "must be at least 1 (day)",
+                                ));
+                            }
+                            self.job_loggers.retention =
+                                Some(Duration::from_secs(u64::from(sw.duration) * 86_400));
+                        }
+                    }
+                    "STD_OUTPUT" => self.job_loggers.stdout = Some(level),
+                    other => {
+                        return Err(invalid(
+                            &format!("job_loggers[{i}].name"),
+                            format!("{other:?} is not a logger; use FILE or STD_OUTPUT"),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(loggers) = f.loggers {
+            for (i, l) in loggers.into_iter().enumerate() {
+                if l.name != "STD_OUTPUT" {
+                    return Err(invalid(
+                        &format!("loggers[{i}].name"),
+                        format!("{:?}: the server logs to STD_OUTPUT only", l.name),
+                    ));
+                }
+                self.log_level = l.level.unwrap_or(Level::Info);
+            }
+        }
+        if let Some(sb) = f.sandbox {
+            let rt = &mut self.runtime;
+            if let Some(m) = sb.memory_mib {
+                rt.default_memory = m.saturating_mul(MIB);
+            }
+            if let Some(m) = sb.max_memory_mib {
+                rt.max_memory = m.saturating_mul(MIB);
+            }
+            if let Some(d) = sb.default_deadline {
+                rt.default_deadline = parse_duration("sandbox.default_deadline", &d)?;
+            }
+            if let Some(d) = sb.stop_timeout {
+                rt.default_stop_timeout = parse_duration("sandbox.stop_timeout", &d)?;
+            }
+            if let Some(d) = sb.call_timeout {
+                rt.call_timeout = parse_duration("sandbox.call_timeout", &d)?;
+            }
+            if let Some(f) = sb.fuel_metering {
+                rt.fuel_metering = f;
+            }
+            if let Some(b) = sb.max_log_bytes {
+                rt.max_log_bytes = b;
+            }
+        }
+        if let Some(c) = f.capacity {
+            self.capacity = c;
+        }
+        if let Some(p) = f.properties {
+            self.properties = p;
+        }
+        if let Some(b) = f.max_body_bytes {
+            self.max_body_bytes = b;
+        }
+        if let Some(b) = f.max_batch {
+            self.max_batch = b;
+        }
+        if let Some(t) = f.shutdown_timeout {
+            self.shutdown_timeout = parse_duration("shutdown_timeout", &t)?;
+        }
+        Ok(())
+    }
+
+    fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        let get = |k: &str| env.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        let mut https = self.tls.is_some();
+        if let Some(p) = get("JOB_SERVICE_PROTOCOL") {
+            https = parse_protocol("JOB_SERVICE_PROTOCOL", p)?;
+        }
+        if let Some(l) = get("WASMJOBS_LISTEN") {
+            self.listen = parse_listen("WASMJOBS_LISTEN", l)?;
+        }
+        if let Some(p) = get("JOB_SERVICE_PORT") {
+            let port = p
+                .parse()
+                .map_err(|_| invalid("JOB_SERVICE_PORT", format!("{p:?} is not a port number")))?;
+            self.listen.set_port(port);
+        }
+        let cert = get("JOB_SERVICE_HTTPS_CERT").map(PathBuf::from);
+        let key = get("JOB_SERVICE_HTTPS_KEY").map(PathBuf::from);
+        match (cert, key) {
+            (Some(c), Some(k)) => self.tls = Some((c, k)),
+            (None, None) => {}
+            _ => {
+                return Err(invalid(
+                    "JOB_SERVICE_HTTPS_CERT",
+                    "set both JOB_SERVICE_HTTPS_CERT and JOB_SERVICE_HTTPS_KEY",
+                ));
+            }
+        }
+        if https && self.tls.is_none() {
+            return Err(invalid(
+                "JOB_SERVICE_PROTOCOL",
+                "https needs a certificate and key",
+            ));
+        }
+        if !https {
+            self.tls = None;
+        }
+        if let Some(w) = get("JOB_SERVICE_POOL_WORKERS") {
+            self.workers = w.parse().map_err(|_| {
+                invalid(
+                    "JOB_SERVICE_POOL_WORKERS",
+                    format!("{w:?} is not a number of workers"),
+                )
+            })?;
+        }
+        if let Some(s) = get("CORE_SECRET").or(get("JOBSERVICE_SECRET")) {
+            self.secret = Some(s.to_string());
+        }
+        if let Some(d) = get("WASMJOBS_DATA_DIR") {
+            self.data_dir = PathBuf::from(d);
+        }
+        if let Some(d) = get("WASMJOBS_PLUGINS_DIR") {
+            self.plugins_dir = PathBuf::from(d);
+        }
+        if let Some(m) = get("WASMJOBS_MEMORY_MIB") {
+            let mib: u64 = m
+                .parse()
+                .map_err(|_| invalid("WASMJOBS_MEMORY_MIB", format!("{m:?} is not a number")))?;
+            self.runtime.default_memory = mib.saturating_mul(MIB);
+        }
+        if let Some(d) = get("WASMJOBS_DEFAULT_DEADLINE") {
+            self.runtime.default_deadline = parse_duration("WASMJOBS_DEFAULT_DEADLINE", d)?;
+        }
+        if let Some(d) = get("WASMJOBS_STOP_TIMEOUT") {
+            self.runtime.default_stop_timeout = parse_duration("WASMJOBS_STOP_TIMEOUT", d)?;
+        }
+        if let Some(c) = get("WASMJOBS_CAPACITY") {
+            self.capacity = serde_json::from_str(c).map_err(|e| {
+                invalid(
+                    "WASMJOBS_CAPACITY",
+                    format!("{c:?} is not a JSON map of names to amounts ({e})"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn apply_overrides(&mut self, o: &Overrides) -> Result<(), ConfigError> {
+        if let Some(l) = &o.listen {
+            self.listen = parse_listen("--listen", l)?;
+        }
+        if let Some(d) = &o.data_dir {
+            self.data_dir = d.clone();
+        }
+        if let Some(d) = &o.plugins_dir {
+            self.plugins_dir = d.clone();
+        }
+        Ok(())
+    }
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.workers == 0 || self.workers > 1000 {
+            return Err(invalid(
+                "worker_pool.workers",
+                format!("{} must be between 1 and 1000", self.workers),
+            ));
+        }
+        self.runtime.max_concurrent_jobs = self.workers;
+        self.runtime.cache_dir = Some(self.data_dir.join("cache"));
+        if let Some(s) = &self.secret
+            && s.len() < 8
+        {
+            return Err(invalid("secret", "must be at least 8 characters"));
+        }
+        for (name, amount) in &self.capacity {
+            if name.is_empty() || *amount == 0 {
+                return Err(invalid(
+                    &format!("capacity.{name}"),
+                    "capacity names must be non-empty and amounts at least 1",
+                ));
+            }
+        }
+        for key in self.properties.keys() {
+            if key.is_empty() {
+                return Err(invalid("properties", "a property name is empty"));
+            }
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(invalid("max_body_bytes", "must be at least 1024"));
+        }
+        if self.max_batch == 0 {
+            return Err(invalid("max_batch", "must be at least 1"));
+        }
+        self.runtime
+            .validate()
+            .map_err(|e| invalid("sandbox", e.to_string()))
+    }
+}
+
+fn parse_protocol(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value {
+        "http" => Ok(false),
+        "https" => Ok(true),
+        other => Err(invalid(key, format!("{other:?} must be http or https"))),
+    }
+}
+
+fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{value:?} is not an address like 127.0.0.1:9443"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yml");
+        std::fs::write(&path, yaml).unwrap();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(Some(&path), &env, &Overrides::default())
+    }
+
+    #[test]
+    fn harbor_keys_and_env_overrides() {
+        let yaml = "port: 8080\nworker_pool:\n  workers: 3\n  backend: sled\njob_loggers:\n  - name: FILE\n    level: INFO\n    sweeper:\n      duration: 2\n  - name: STD_OUTPUT\n    level: ERROR\ncapacity:\n  scan: 2\nproperties:\n  email_from: a@b.c\nsandbox:\n  stop_timeout: 3s\n";
+        let cfg = load(
+            yaml,
+            &[
+                ("JOB_SERVICE_POOL_WORKERS", "5"),
+                ("CORE_SECRET", "s3cret-value"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.listen.port(), 8080);
+        assert_eq!(cfg.workers, 5, "env beats the file");
+        assert_eq!(cfg.runtime.max_concurrent_jobs, 5);
+        assert_eq!(cfg.secret.as_deref(), Some("s3cret-value"));
+        assert_eq!(cfg.job_loggers.file, Some(Level::Info));
+        assert_eq!(cfg.job_loggers.stdout, Some(Level::Error));
+        assert_eq!(
+            cfg.job_loggers.retention,
+            Some(Duration::from_secs(2 * 86_400))
+        );
+        assert_eq!(cfg.capacity.get("scan"), Some(&2));
+        assert_eq!(
+            cfg.properties.get("email_from").map(String::as_str),
+            Some("a@b.c")
+        );
+        assert_eq!(cfg.runtime.default_stop_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("worker_pool:\n  workers: 0\n", "worker_pool.workers"),
+            ("port: nope\n", "port"),
+            ("bogus_key: 1\n", "bogus_key"),
+            ("sandbox:\n  stop_timeout: soon\n", "sandbox.stop_timeout"),
+            ("protocol: https\n", "https_config"),
+            ("job_loggers:\n  - name: DB\n", "job_loggers[0].name"),
+            ("worker_pool:\n  backend: redis\n", "worker_pool.backend"),
+            ("secret: short\n", "secret"),
+            ("sandbox:\n  memory_mib: 0\n", "sandbox"),
+        ];
+        for (yaml, key) in cases {
+            let err = load(yaml, &[]).expect_err(yaml).to_string();
+            assert!(err.contains(key), "{yaml:?}: {err}");
+        }
+        let err = load("", &[("JOB_SERVICE_PORT", "99999")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("JOB_SERVICE_PORT"), "{err}");
+        let err = load("", &[("WASMJOBS_CAPACITY", "{\"scan\": -1}")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("WASMJOBS_CAPACITY"), "{err}");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let env = HashMap::from([("WASMJOBS_LISTEN".to_string(), "127.0.0.1:1".to_string())]);
+        let o = Overrides {
+            listen: Some("127.0.0.1:2".into()),
+            ..Overrides::default()
+        };
+        let cfg = Config::load(None, &env, &o).unwrap();
+        assert_eq!(cfg.listen.port(), 2);
+    }
+}

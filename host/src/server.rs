@@ -1,0 +1,223 @@
+//! Starting and stopping a node: open the store under the data dir, load and
+//! watch the plugin directory, recover jobs interrupted by the last stop, start
+//! the workers and the scheduler, serve the API (HTTP, or HTTPS with the
+//! configured certificate) until `shutdown` resolves, then stop gracefully:
+//! stop claiming, give running jobs `shutdown_timeout` to finish (the rest are
+//! requeued at the next start), flush the store.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::api;
+use crate::config::Config;
+use crate::logs::JobLogs;
+use crate::runtime::{PluginRegistry, PluginWatcher, Runtime};
+use crate::service::JobService;
+use crate::store::{SledStore, Store};
+
+/// Why a node could not start (or stopped badly).
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot prepare {path}: {source}")]
+    Dir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Runtime(#[from] crate::error::ConfigError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot watch the plugin directory: {0}")]
+    Watch(#[from] notify::Error),
+    #[error("TLS setup failed: {0}")]
+    Tls(std::io::Error),
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A started node: the service and what runs it.
+#[derive(Debug)]
+pub struct Node {
+    pub service: JobService,
+    pub secret: Arc<str>,
+    _watcher: PluginWatcher,
+    workers: Vec<JoinHandle<()>>,
+    scheduler: JoinHandle<()>,
+}
+
+fn dir(path: &Path) -> Result<(), ServerError> {
+    std::fs::create_dir_all(path).map_err(|source| ServerError::Dir {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Node {
+    /// Open everything and start the workers (the API is served by [`Node::serve`]).
+    pub async fn start(config: Config) -> Result<Node, ServerError> {
+        dir(&config.data_dir)?;
+        dir(&config.plugins_dir)?;
+        let secret = resolve_secret(&config)?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir.join("store"))?);
+        let logs =
+            JobLogs::open(&config.data_dir, config.job_loggers.clone()).map_err(|source| {
+                ServerError::Dir {
+                    path: config.data_dir.join("logs"),
+                    source,
+                }
+            })?;
+        let runtime = Runtime::new(config.runtime.clone())?;
+        let registry = PluginRegistry::new(runtime, &config.plugins_dir).map_err(|source| {
+            ServerError::Dir {
+                path: config.plugins_dir.clone(),
+                source,
+            }
+        })?;
+        registry.scan().await.map_err(|source| ServerError::Dir {
+            path: config.plugins_dir.clone(),
+            source,
+        })?;
+        let watcher = PluginWatcher::start(registry.clone())?;
+        let service = JobService::new(config, store, registry, logs);
+        service.recover().await?;
+        let workers = service.start_workers();
+        let scheduler = service.start_scheduler();
+        tracing::info!(
+            node = service.node_id(),
+            workers = workers.len(),
+            "node started"
+        );
+        Ok(Node {
+            service,
+            secret,
+            _watcher: watcher,
+            workers,
+            scheduler,
+        })
+    }
+
+    /// Serve the API on `listener` until `shutdown` resolves, then stop the node.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let app = api::router(self.service.clone(), self.secret.clone());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let service = self.service.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new jobs are claimed");
+            service.begin_shutdown();
+            let _ = stop_tx.send(());
+        });
+        let stopped = async move {
+            let _ = stop_rx.await;
+        };
+        let served = match self.service.config().tls.clone() {
+            None => axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+                .map_err(ServerError::Serve),
+            Some((cert, key)) => serve_tls(listener, app, &cert, &key, stopped).await,
+        };
+        self.stop().await;
+        served
+    }
+
+    /// Stop claiming, wait for running attempts (up to `shutdown_timeout`), flush.
+    pub async fn stop(self) {
+        self.service.begin_shutdown();
+        let grace = self.service.config().shutdown_timeout;
+        let mut workers = self.workers;
+        let waited = tokio::time::timeout(grace, async {
+            for w in &mut workers {
+                let _ = w.await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!(
+                running = self.service.running_count(),
+                "jobs still running after the shutdown timeout are interrupted; they run again at the next start"
+            );
+            for w in &workers {
+                w.abort();
+            }
+        }
+        self.scheduler.abort();
+        if let Err(e) = self.service.store().flush().await {
+            tracing::error!(error = %e, "cannot flush the store at shutdown");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+async fn serve_tls(
+    listener: TcpListener,
+    app: axum::Router,
+    cert: &Path,
+    key: &Path,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .map_err(ServerError::Tls)?;
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        stopped.await;
+        h.graceful_shutdown(None);
+    });
+    let std_listener = listener.into_std().map_err(ServerError::Serve)?;
+    axum_server::from_tcp_rustls(std_listener, tls)
+        .map_err(ServerError::Serve)?
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
+        .map_err(ServerError::Serve)
+}
+
+/// The configured secret, or the one kept in `<data_dir>/secret` (created with a
+/// random value on first start, readable by the owner only), so that a server
+/// never runs open by accident.
+fn resolve_secret(config: &Config) -> Result<Arc<str>, ServerError> {
+    if let Some(s) = &config.secret {
+        return Ok(Arc::from(s.as_str()));
+    }
+    let path = config.data_dir.join("secret");
+    let io = |source| ServerError::Dir {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(Arc::from(s.trim())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        f.write_all(secret.as_bytes()).map_err(io)?;
+    }
+    tracing::warn!(path = %path.display(), "no secret configured: generated one (send it as `Authorization: Harbor-Secret <secret>`)");
+    Ok(Arc::from(secret))
+}

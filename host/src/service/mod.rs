@@ -1,0 +1,173 @@
+//! The job service: turns requests into stored jobs, runs them on the worker pool
+//! in the engine, and applies operator actions. The REST layer (`api`) is a thin
+//! shell over [`JobService`].
+//!
+//! - `submit` checks a request (plugin known, kind rules, the plugin's own
+//!   `validate`) and stores it durably before answering;
+//! - `worker` claims ready jobs and runs attempts; `scheduler` moves due jobs to
+//!   the queue; `host` is what a running guest reaches;
+//! - `stop`/`cancel` end a waiting job at once, or reach a running one through its
+//!   [`Control`] (killed after its stop timeout); `retry` requeues a failed job.
+
+mod host;
+pub mod retry;
+mod scheduler;
+mod submit;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+
+pub use submit::{JobRequest, ServiceError};
+
+use crate::config::Config;
+use crate::job::{Command, Job, now_ms};
+use crate::logs::JobLogs;
+use crate::runtime::{Control, PluginRegistry, Runtime};
+use crate::store::{CommandEffect, Store};
+
+/// The job service of one node. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct JobService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    node_id: String,
+    started_at: SystemTime,
+    store: Arc<dyn Store>,
+    registry: Arc<PluginRegistry>,
+    logs: JobLogs,
+    properties: Arc<HashMap<String, String>>,
+    /// Controls of the attempts running on this node.
+    running: Mutex<HashMap<Uuid, Control>>,
+    /// Wakes idle workers when jobs become ready.
+    ready: Notify,
+    /// Wakes the scheduler when a job is scheduled earlier than it planned.
+    scheduled: Notify,
+    /// Set once to stop claiming new jobs.
+    shutdown: watch::Sender<bool>,
+}
+
+impl JobService {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        registry: Arc<PluginRegistry>,
+        logs: JobLogs,
+    ) -> Self {
+        let node_id = format!(
+            "{}-{}",
+            hostname(),
+            &Uuid::new_v4().simple().to_string()[..8]
+        );
+        Self {
+            inner: Arc::new(Inner {
+                properties: Arc::new(config.properties.clone()),
+                config,
+                node_id,
+                started_at: SystemTime::now(),
+                store,
+                registry,
+                logs,
+                running: Mutex::new(HashMap::new()),
+                ready: Notify::new(),
+                scheduled: Notify::new(),
+                shutdown: watch::channel(false).0,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+    pub fn started_at(&self) -> SystemTime {
+        self.inner.started_at
+    }
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+    pub fn registry(&self) -> &Arc<PluginRegistry> {
+        &self.inner.registry
+    }
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        self.inner.registry.runtime()
+    }
+    pub fn logs(&self) -> &JobLogs {
+        &self.inner.logs
+    }
+    fn properties(&self) -> Arc<HashMap<String, String>> {
+        self.inner.properties.clone()
+    }
+
+    /// One job by id.
+    pub async fn get(&self, id: Uuid) -> Result<Job, ServiceError> {
+        self.store()
+            .job_get(id)
+            .await?
+            .ok_or(ServiceError::NotFound(id))
+    }
+
+    /// Stop or cancel a job. Waiting jobs end at once; a running job sees the
+    /// command through `op-command` and is killed after its stop timeout; a
+    /// finished job is left as it is.
+    pub async fn command(&self, id: Uuid, command: Command) -> Result<CommandEffect, ServiceError> {
+        let (effect, _job) = self.store().job_command(id, command, now_ms()).await?;
+        if effect == CommandEffect::Delivered {
+            let control = self.lock_running().get(&id).cloned();
+            match (control, command) {
+                (Some(c), Command::Stop) => c.stop(),
+                (Some(c), Command::Cancel) => c.cancel(),
+                // Claimed but not started yet: the worker reads the stored command
+                // before it starts the attempt.
+                (None, _) => {}
+            }
+        }
+        Ok(effect)
+    }
+
+    /// The retry action: a job in `error`, `stopped` or `cancelled` runs again.
+    pub async fn retry(&self, id: Uuid) -> Result<Job, ServiceError> {
+        let job = self.store().job_retry(id, now_ms()).await?;
+        self.inner.ready.notify_one();
+        Ok(job)
+    }
+
+    /// Ask the workers and the scheduler to stop. Running attempts go on; see
+    /// [`crate::server`] for how long they are given.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        self.inner.ready.notify_waiters();
+        self.inner.scheduled.notify_waiters();
+    }
+
+    /// Attempts running on this node now.
+    pub fn running_count(&self) -> usize {
+        self.lock_running().len()
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Control>> {
+        self.inner.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn shutting_down(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_string())
+}

@@ -1,0 +1,322 @@
+//! Submitting jobs: a request is checked (plugin known, kind rules, limits, the
+//! plugin's own `validate`), turned into a [`Job`] and stored durably before the
+//! caller hears back. A batch is all or nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::JobService;
+use crate::error::CallError;
+use crate::job::{Job, Kind, Status, now_ms};
+use crate::store::StoreError;
+
+/// Longest per-job deadline accepted.
+const MAX_DEADLINE: Duration = Duration::from_secs(7 * 86_400);
+/// Longest stop timeout accepted.
+const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest schedule delay accepted (a year).
+const MAX_SCHEDULE_DELAY: u64 = 366 * 86_400;
+
+/// A job as a client asks for it.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    pub name: String,
+    /// A JSON object.
+    pub params: serde_json::Value,
+    pub status_hook: Option<String>,
+    pub kind: Kind,
+    /// Seconds, for `Scheduled`.
+    pub schedule_delay: Option<u64>,
+    pub cron_spec: Option<String>,
+    pub unique: bool,
+    pub priority: i32,
+    pub capacity_map: Option<BTreeMap<String, u32>>,
+    pub deadline: Option<Duration>,
+    pub stop_timeout: Option<Duration>,
+    /// The job that launched this one (sub-jobs).
+    pub upstream: Option<Uuid>,
+}
+
+impl JobRequest {
+    /// A Generic job with default settings.
+    pub fn generic(name: &str, params: serde_json::Value) -> Self {
+        Self {
+            name: name.to_string(),
+            params,
+            status_hook: None,
+            kind: Kind::Generic,
+            schedule_delay: None,
+            cron_spec: None,
+            unique: false,
+            priority: 0,
+            capacity_map: None,
+            deadline: None,
+            stop_timeout: None,
+            upstream: None,
+        }
+    }
+}
+
+/// Why a request or action was refused (the API maps each to a status).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("unknown job name {0:?}: no loaded plugin provides it")]
+    UnknownJob(String),
+    #[error("invalid `{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("parameters refused by plugin `{name}`: {message}")]
+    Rejected { name: String, message: String },
+    #[error(transparent)]
+    PluginFailed(#[from] CallError),
+    #[error("no job {0}")]
+    NotFound(Uuid),
+    #[error("a unique job with the same name and parameters is already {status}: {existing}")]
+    Duplicate { existing: Uuid, status: Status },
+    #[error("job {id} is {status}: {reason}")]
+    Conflict {
+        id: Uuid,
+        status: Status,
+        reason: String,
+    },
+    #[error("job {index} of the batch: {source}")]
+    InBatch {
+        index: usize,
+        #[source]
+        source: Box<ServiceError>,
+    },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => ServiceError::NotFound(id),
+            StoreError::Duplicate { existing, status } => {
+                ServiceError::Duplicate { existing, status }
+            }
+            StoreError::Transition { id, from, to } => ServiceError::Conflict {
+                id,
+                status: from,
+                reason: format!("it cannot become {to}"),
+            },
+            other => ServiceError::Store(other),
+        }
+    }
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> ServiceError {
+    ServiceError::Invalid {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl JobService {
+    /// Check and store one job; it is durable when this returns.
+    pub async fn submit(&self, request: JobRequest) -> Result<Job, ServiceError> {
+        let upstream = request.upstream;
+        let job = self.prepare(request).await?;
+        self.store().job_insert_many(vec![job.clone()]).await?;
+        if let Some(up) = upstream {
+            self.store().job_add_execution(up, job.id, now_ms()).await?;
+        }
+        self.announce(&job);
+        Ok(job)
+    }
+
+    /// Check and store many jobs, all or none, in one durable write.
+    pub async fn submit_batch(&self, requests: Vec<JobRequest>) -> Result<Vec<Job>, ServiceError> {
+        let max = self.config().max_batch;
+        if requests.is_empty() || requests.len() > max {
+            return Err(invalid(
+                "jobs",
+                format!("a batch holds 1 to {max} jobs, not {}", requests.len()),
+            ));
+        }
+        let mut jobs = Vec::with_capacity(requests.len());
+        for (index, r) in requests.into_iter().enumerate() {
+            if r.upstream.is_some() {
+                return Err(invalid("jobs", "sub-jobs cannot be submitted in a batch"));
+            }
+            let job = self.prepare(r).await.map_err(|e| ServiceError::InBatch {
+                index,
+                source: Box::new(e),
+            })?;
+            jobs.push(job);
+        }
+        self.store().job_insert_many(jobs.clone()).await?;
+        for job in &jobs {
+            self.announce(job);
+        }
+        Ok(jobs)
+    }
+
+    fn announce(&self, job: &Job) {
+        match job.status {
+            Status::Pending => self.inner.ready.notify_one(),
+            Status::Scheduled => self.inner.scheduled.notify_one(),
+            _ => {}
+        }
+    }
+
+    /// Turn a request into a job, or say what is wrong with it.
+    async fn prepare(&self, r: JobRequest) -> Result<Job, ServiceError> {
+        if *self.inner.shutdown.borrow() {
+            return Err(ServiceError::ShuttingDown);
+        }
+        let plugin = self
+            .registry()
+            .get(&r.name)
+            .ok_or_else(|| ServiceError::UnknownJob(r.name.clone()))?;
+        let params = match r.params {
+            serde_json::Value::Object(_) => r.params,
+            serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+            _ => return Err(invalid("parameters", "must be a JSON object")),
+        };
+        // serde_json's map is sorted: this text is canonical, so equal parameters
+        // give equal text (unique jobs compare it).
+        let params = params.to_string();
+        let now = now_ms();
+        let (status, run_at) = match r.kind {
+            Kind::Generic => {
+                if r.schedule_delay.is_some_and(|d| d > 0) {
+                    return Err(invalid(
+                        "metadata.schedule_delay",
+                        "only Scheduled jobs take a delay",
+                    ));
+                }
+                (Status::Pending, None)
+            }
+            Kind::Scheduled => match r.schedule_delay {
+                Some(d) if d > 0 && d <= MAX_SCHEDULE_DELAY => {
+                    (Status::Scheduled, Some(now + d * 1000))
+                }
+                Some(d) if d > MAX_SCHEDULE_DELAY => {
+                    return Err(invalid(
+                        "metadata.schedule_delay",
+                        format!("{d} s is more than a year"),
+                    ));
+                }
+                _ => {
+                    return Err(invalid(
+                        "metadata.schedule_delay",
+                        "a Scheduled job needs a delay in seconds greater than 0",
+                    ));
+                }
+            },
+            Kind::Periodic => {
+                return Err(invalid(
+                    "metadata.kind",
+                    "Periodic jobs are not available on this server yet",
+                ));
+            }
+        };
+        if let Some(d) = r.deadline
+            && (d.is_zero() || d > MAX_DEADLINE)
+        {
+            return Err(invalid(
+                "metadata.deadline",
+                "must be greater than 0 and at most 7 days",
+            ));
+        }
+        if let Some(d) = r.stop_timeout
+            && (d.is_zero() || d > MAX_STOP_TIMEOUT)
+        {
+            return Err(invalid(
+                "metadata.stop_timeout",
+                "must be greater than 0 and at most 1 hour",
+            ));
+        }
+        if let Some(hook) = &r.status_hook {
+            check_hook_url(hook)?;
+        }
+        match self.runtime().validate(&plugin, &params).await? {
+            Ok(()) => {}
+            Err(message) => {
+                return Err(ServiceError::Rejected {
+                    name: r.name.clone(),
+                    message,
+                });
+            }
+        }
+        let info = plugin.info();
+        let capacity_map = r
+            .capacity_map
+            .unwrap_or_else(|| info.capacity.iter().cloned().collect());
+        let retries_total = info.max_fails.saturating_sub(1);
+        Ok(Job {
+            id: Uuid::new_v4(),
+            name: r.name,
+            kind: r.kind,
+            params,
+            unique: r.unique,
+            priority: r.priority,
+            seq: 0,
+            status,
+            status_hook: r.status_hook,
+            schedule_delay: r.schedule_delay,
+            cron_spec: r.cron_spec,
+            run_at,
+            enqueue_time: now,
+            update_time: now,
+            check_in: None,
+            check_in_at: None,
+            die_at: None,
+            upstream_job_id: r.upstream,
+            executions: Vec::new(),
+            capacity_map,
+            deadline_ms: r.deadline.map(|d| d.as_millis() as u64),
+            stop_timeout_ms: r.stop_timeout.map(|d| d.as_millis() as u64),
+            retries_total,
+            retries_left: retries_total,
+            attempts: Vec::new(),
+            command: None,
+            revision: 1,
+            modify_index: 0,
+            started_at: None,
+            finished_at: None,
+        })
+    }
+}
+
+/// A status hook must be an absolute http(s) URL.
+fn check_hook_url(url: &str) -> Result<(), ServiceError> {
+    let bad = |why: &str| invalid("status_hook", format!("{url:?} {why}"));
+    let uri: axum::http::Uri = url.parse().map_err(|_| bad("is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(bad("must be an http or https URL")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("has no host"));
+    }
+    if url.len() > 2048 {
+        return Err(bad("is longer than 2048 characters"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_hook_url;
+
+    #[test]
+    fn hook_urls() {
+        assert!(check_hook_url("http://127.0.0.1:9/hook").is_ok());
+        assert!(check_hook_url("https://example.com/x?y=1").is_ok());
+        for bad in [
+            "ftp://x/y",
+            "file:///etc/passwd",
+            "/relative",
+            "not a url",
+            "http://",
+        ] {
+            assert!(check_hook_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The worker pool: each worker claims the next ready job, runs one attempt in the
+//! engine, and records how it ended: success, a final failure, a retry after a
+//! back-off, or the stop/cancel an operator asked for.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::JobService;
+use super::host::AttemptHost;
+use super::retry::backoff;
+use crate::job::{Job, Status, now_ms};
+use crate::runtime::{
+    AttemptReport, AttemptSpec, Control, KillReason, LogLevel, OpCommand, Outcome, Plugin,
+};
+use crate::store::{AttemptEnd, Next};
+
+/// How long an idle worker sleeps before looking at the queue again even if
+/// nothing woke it (a safety net; wake-ups normally come from submissions).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+impl JobService {
+    /// Start the configured number of workers.
+    pub fn start_workers(&self) -> Vec<JoinHandle<()>> {
+        (0..self.config().workers)
+            .map(|n| {
+                let service = self.clone();
+                let worker_id = format!("{}/w{n}", self.node_id());
+                tokio::spawn(async move { service.worker_loop(worker_id).await })
+            })
+            .collect()
+    }
+
+    async fn worker_loop(self, worker_id: String) {
+        let mut shutdown = self.shutting_down();
+        while !*shutdown.borrow() {
+            match self.store().job_claim(&worker_id, now_ms()).await {
+                Ok(Some(job)) => self.execute(job, &worker_id).await,
+                Ok(None) => {
+                    tokio::select! {
+                        () = self.inner.ready.notified() => {}
+                        _ = shutdown.changed() => {}
+                        () = tokio::time::sleep(IDLE_POLL) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(worker = %worker_id, error = %e, "cannot claim a job");
+                    tokio::time::sleep(IDLE_POLL).await;
+                }
+            }
+        }
+    }
+
+    /// Run one claimed attempt to its end and record it.
+    #[tracing::instrument(skip_all, fields(job = %job.id, name = %job.name))]
+    async fn execute(&self, job: Job, worker_id: &str) {
+        let id = job.id;
+        let attempt = job.last_attempt().map_or(1, |a| a.number);
+        let control = Control::new();
+        self.lock_running().insert(id, control.clone());
+        // A stop may have landed between the claim and the line above: the store
+        // has it, the control did not exist yet.
+        match self.store().job_get(id).await {
+            Ok(Some(current)) => deliver(&control, current.command),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot re-read the claimed job"),
+        }
+        let log = self.logs().writer(id);
+        let Some(plugin) = self.registry().get(&job.name) else {
+            let message = format!("no loaded plugin provides job name {:?}", job.name);
+            log.line(LogLevel::Error, crate::runtime::LogStream::Host, &message);
+            self.lock_running().remove(&id);
+            let end = AttemptEnd {
+                outcome: "failed".into(),
+                message: Some(message),
+                plugin_digest: String::new(),
+                startup_us: 0,
+                duration_us: 0,
+                peak_memory: 0,
+                fuel_used: None,
+            };
+            let next = match control.command() {
+                OpCommand::None if job.retries_left > 0 => Next::RetryAt(now_ms() + 10_000),
+                OpCommand::None => Next::Final(Status::Error),
+                c => Next::Final(final_of(c)),
+            };
+            self.record(&job, end, next).await;
+            return;
+        };
+
+        let (host, checkins) = AttemptHost::new(self.clone(), id, log);
+        host.note(
+            LogLevel::Info,
+            &format!(
+                "attempt {attempt} on {worker_id} with {} ({})",
+                plugin.name(),
+                plugin.digest()
+            ),
+        );
+        let spec = AttemptSpec {
+            job_id: id.to_string(),
+            attempt,
+            upstream_job_id: job.upstream_job_id.map(|u| u.to_string()),
+            params: job.params.clone(),
+            deadline: job.deadline_ms.map(Duration::from_millis),
+            stop_timeout: job.stop_timeout_ms.map(Duration::from_millis),
+            fuel: None,
+        };
+        let report = self
+            .runtime()
+            .run(&plugin, &spec, host.clone(), control.clone())
+            .await;
+        host.note(
+            LogLevel::Info,
+            &format!("attempt {attempt} ended: {}", describe(&report.outcome)),
+        );
+        // The guest is gone: once its host is dropped, the check-in writer drains
+        // and ends, so no check-in can land after the job's final state.
+        drop(host);
+        let _ = checkins.await;
+        self.lock_running().remove(&id);
+
+        let next = self
+            .next_step(&job, &plugin, &report, control.command())
+            .await;
+        let (outcome, message) = outcome_fields(&report.outcome);
+        let end = AttemptEnd {
+            outcome: outcome.into(),
+            message,
+            plugin_digest: report.plugin_digest.clone(),
+            startup_us: report.startup.as_micros() as u64,
+            duration_us: report.duration.as_micros() as u64,
+            peak_memory: report.peak_memory,
+            fuel_used: report.fuel_used,
+        };
+        self.record(&job, end, next).await;
+    }
+
+    async fn record(&self, job: &Job, end: AttemptEnd, next: Next) {
+        match self.store().job_finish(job.id, end, next, now_ms()).await {
+            Ok(_) => {
+                if matches!(next, Next::RetryAt(_)) {
+                    self.inner.scheduled.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::error!(job = %job.id, error = %e, "cannot record the end of an attempt")
+            }
+        }
+    }
+
+    /// What follows an attempt: its final status, or a retry after a back-off.
+    async fn next_step(
+        &self,
+        job: &Job,
+        plugin: &Plugin,
+        report: &AttemptReport,
+        command: OpCommand,
+    ) -> Next {
+        let failure = match &report.outcome {
+            Outcome::Success => return Next::Final(Status::Success),
+            Outcome::Stopped => return Next::Final(Status::Stopped),
+            Outcome::Cancelled => return Next::Final(Status::Cancelled),
+            Outcome::Killed {
+                reason: KillReason::StopTimeout,
+            } => return Next::Final(final_of(command)),
+            Outcome::Failed { message } | Outcome::Trapped { message } => message.clone(),
+            Outcome::Killed { reason } => reason.to_string(),
+        };
+        // A job asked to stop that fails on its way out ends as asked.
+        if command != OpCommand::None {
+            return Next::Final(final_of(command));
+        }
+        if job.retries_left == 0 {
+            return Next::Final(Status::Error);
+        }
+        let attempt = job.last_attempt().map_or(1, |a| a.number);
+        let retry = match self.runtime().should_retry(plugin, &failure, attempt).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "should-retry failed; retrying by default");
+                true
+            }
+        };
+        if !retry {
+            return Next::Final(Status::Error);
+        }
+        let retry_number = job.retries_total - job.retries_left + 1;
+        let wait = backoff(plugin.info(), retry_number);
+        Next::RetryAt(now_ms() + wait.as_millis() as u64)
+    }
+}
+
+fn deliver(control: &Control, command: Option<crate::job::Command>) {
+    match command {
+        Some(crate::job::Command::Stop) => control.stop(),
+        Some(crate::job::Command::Cancel) => control.cancel(),
+        None => {}
+    }
+}
+
+/// The final status of a job that was asked to stop or cancel.
+fn final_of(command: OpCommand) -> Status {
+    match command {
+        OpCommand::Cancel => Status::Cancelled,
+        _ => Status::Stopped,
+    }
+}
+
+fn outcome_fields(outcome: &Outcome) -> (&'static str, Option<String>) {
+    match outcome {
+        Outcome::Success => ("success", None),
+        Outcome::Failed { message } => ("failed", Some(message.clone())),
+        Outcome::Stopped => ("stopped", None),
+        Outcome::Cancelled => ("cancelled", None),
+        Outcome::Trapped { message } => ("trapped", Some(message.clone())),
+        Outcome::Killed { reason } => ("killed", Some(reason.to_string())),
+    }
+}
+
+fn describe(outcome: &Outcome) -> String {
+    match outcome_fields(outcome) {
+        (o, Some(m)) => format!("{o}: {m}"),
+        (o, None) => o.to_string(),
+    }
+}
