@@ -59,12 +59,13 @@ impl TestServer {
         install(plug.path(), plugins);
         let mut cfg = test_server_config(data.path().to_path_buf(), plug.path().to_path_buf());
         tweak(&mut cfg);
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
         let node = Node::start(cfg).await.expect("node starts");
         let service = node.service.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let base = format!("{scheme}://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(node.serve(listener, async move {
             let _ = stopped.await;

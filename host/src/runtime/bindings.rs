@@ -14,5 +14,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::wasmjobs::plugin::job::{JobContext, JobInfo, RunError};
-pub use wasmjobs::plugin::types::{Command, Level, SubjobRequest};
+pub use self::exports::wasmjobs::plugin::job::{JobContext, JobInfo, RunError};
+pub use self::wasmjobs::plugin::types::{Command, Level, SubjobRequest};

@@ -1,0 +1,153 @@
+//! Service benchmark, through the real server over HTTP on 127.0.0.1:
+//! - durable submits per second (each 202 is on disk) with 1 and 64 clients;
+//! - bulk submit through `POST /api/v1/jobs/batch` (1000 jobs per request);
+//! - end-to-end noop drain: N jobs become due at once; time until all succeeded.
+//!
+//! Submitted jobs are Scheduled an hour out so the submit figures measure the
+//! submit path alone. Run: `cargo bench -p wasmjobs-tests --bench service`
+//! (`BENCH_JOBS`, default 20000). Prints a table, writes `target/bench-service.json`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wasmjobs_tests::server::{SECRET, TestServer};
+
+fn env_usize(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn later() -> serde_json::Value {
+    json!({"name": "noop", "metadata": {"kind": "Scheduled", "schedule_delay": 3600}})
+}
+
+/// Durable single submits from `clients` concurrent clients; jobs/s.
+async fn submit_rate(s: &TestServer, clients: usize, total: usize) -> f64 {
+    let next = Arc::new(AtomicUsize::new(0));
+    let url = s.url("/api/v1/jobs");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (next, url) = (next.clone(), url.clone());
+        let client = reqwest::Client::new();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({ "job": later() });
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let r = client
+                    .post(&url)
+                    .header("Authorization", format!("Harbor-Secret {SECRET}"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("submit");
+                assert_eq!(r.status(), 202);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Bulk submits of `per_batch` jobs; jobs/s.
+async fn batch_rate(
+    s: &TestServer,
+    batches: usize,
+    per_batch: usize,
+    job: serde_json::Value,
+) -> f64 {
+    let body = json!({ "jobs": vec![job; per_batch] });
+    let started = Instant::now();
+    for _ in 0..batches {
+        let r = s
+            .authed(reqwest::Method::POST, "/api/v1/jobs/batch")
+            .json(&body)
+            .send()
+            .await
+            .expect("batch");
+        assert_eq!(r.status(), 202);
+    }
+    (batches * per_batch) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// `n` noop jobs due at once; jobs/s from the due time until all succeeded.
+async fn drain_rate(s: &TestServer, n: usize) -> f64 {
+    let delay = 3;
+    let job = json!({"name": "noop", "metadata": {"kind": "Scheduled", "schedule_delay": delay}});
+    let submitted = Instant::now();
+    batch_rate(s, n / 1000, 1000, job).await;
+    let due = submitted + Duration::from_secs(delay);
+    assert!(
+        Instant::now() < due,
+        "submitting {n} jobs took longer than the {delay} s delay"
+    );
+    tokio::time::sleep_until(due.into()).await;
+    let store = s.service.store().clone();
+    loop {
+        let idle = store.queue_len().await.expect("queue") == 0
+            && s.service.running_count() == 0
+            && store
+                .job_next_due()
+                .await
+                .expect("schedule")
+                .is_none_or(|at| at > wasmjobs::job::now_ms() + 60_000);
+        if idle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    n as f64 / due.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let jobs = env_usize("BENCH_JOBS", 20_000).max(1000);
+    let runs = env_usize("BENCH_RUNS", 3);
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    tokio.block_on(async {
+        let mut rows: Vec<(String, f64)> = Vec::new();
+        let mut measure = |name: &str, v: Vec<f64>| rows.push((name.to_string(), median(v)));
+        let s = TestServer::start(&["noop"]).await;
+        let mut one = Vec::new();
+        let mut many = Vec::new();
+        let mut bulk = Vec::new();
+        let mut drain = Vec::new();
+        for _ in 0..runs {
+            one.push(submit_rate(&s, 1, jobs / 10).await);
+            many.push(submit_rate(&s, 64, jobs).await);
+            bulk.push(batch_rate(&s, jobs / 1000, 1000, later()).await);
+            drain.push(drain_rate(&s, jobs).await);
+        }
+        measure("durable submits/s, 1 client", one);
+        measure("durable submits/s, 64 clients", many);
+        measure("bulk submit jobs/s (batches of 1000)", bulk);
+        measure("noop drain jobs/s (2 workers)", drain);
+        s.shutdown().await;
+        println!("service: real server on 127.0.0.1, {jobs} jobs, median of {runs} runs");
+        for (name, v) in &rows {
+            println!("{name:<40} {v:>10.0}");
+        }
+        let json = serde_json::json!({
+            "bench": "service",
+            "jobs": jobs,
+            "runs": runs,
+            "rows": rows.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>(),
+        });
+        let out = wasmjobs_tests::repo_root().join("target/bench-service.json");
+        std::fs::write(&out, serde_json::to_string_pretty(&json).expect("json")).expect("write");
+        println!("wrote {}", out.display());
+    });
+}
