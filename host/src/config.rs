@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cron::MissedRuns;
 use crate::runtime::RuntimeConfig;
 
 const MIB: u64 = 1024 * 1024;
@@ -84,6 +85,21 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     max_batch: Option<usize>,
     shutdown_timeout: Option<String>,
+    periodic: Option<PeriodicFile>,
+    hooks: Option<HooksFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeriodicFile {
+    missed_runs: Option<MissedRuns>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HooksFile {
+    /// How long a failing webhook is retried before it is dropped.
+    retry_for: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +180,10 @@ pub struct Config {
     pub max_batch: usize,
     /// How long a graceful shutdown waits for running jobs.
     pub shutdown_timeout: Duration,
+    /// Periodic fire times missed while the server was down.
+    pub missed_runs: MissedRuns,
+    /// How long a failing status hook is retried before it is dropped.
+    pub hook_retry_for: Duration,
     pub runtime: RuntimeConfig,
 }
 
@@ -187,6 +207,8 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             max_batch: 10_000,
             shutdown_timeout: Duration::from_secs(10),
+            missed_runs: MissedRuns::Latest,
+            hook_retry_for: Duration::from_secs(3600),
             runtime: RuntimeConfig::default(),
         }
     }
@@ -372,6 +394,12 @@ impl Config {
         }
         if let Some(t) = f.shutdown_timeout {
             self.shutdown_timeout = parse_duration("shutdown_timeout", &t)?;
+        }
+        if let Some(m) = f.periodic.and_then(|p| p.missed_runs) {
+            self.missed_runs = m;
+        }
+        if let Some(t) = f.hooks.and_then(|h| h.retry_for) {
+            self.hook_retry_for = parse_duration("hooks.retry_for", &t)?;
         }
         Ok(())
     }

@@ -175,7 +175,9 @@ pub struct Job {
     pub check_in_at: Option<u64>,
     pub die_at: Option<u64>,
     pub upstream_job_id: Option<Uuid>,
-    pub executions: Vec<Uuid>,
+    /// Whether any sub-job or periodic execution names this job upstream (the
+    /// executions themselves are in the store's executions index).
+    pub has_executions: bool,
     pub capacity_map: BTreeMap<String, u32>,
     /// Per-attempt wall-clock limit, milliseconds.
     pub deadline_ms: Option<u64>,

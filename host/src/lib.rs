@@ -10,7 +10,8 @@
 //!   (digest, compiled-artifact cache, hot reload) and runs one attempt of one job in
 //!   a fresh, limited sandbox (memory cap, deadline, stop timeout, fuel, bounded
 //!   logs), serving the WIT imports through a [`runtime::JobHost`].
-//! - [`logs`]: per-job log files.
+//! - [`cron`]: periodic schedules and the missed-run policy.
+//! - [`logs`]: per-job log files and their retention sweeper.
 //! - [`config`]: the server configuration (YAML, environment, flags).
 //! - [`server`]: starting a node and stopping it gracefully.
 //! - [`error`]: the error types of the runtime layer.
@@ -19,6 +20,7 @@
 
 pub mod api;
 pub mod config;
+pub mod cron;
 pub mod error;
 pub mod job;
 pub mod logs;

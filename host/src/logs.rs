@@ -58,6 +58,48 @@ impl JobLogs {
         }
     }
 
+    /// How long logs are kept, if they are swept.
+    pub fn retention(&self) -> Option<std::time::Duration> {
+        self.loggers.retention
+    }
+
+    /// Delete the log files not written to for `older_than`, except those of the
+    /// jobs in `live` (running here). Returns how many were deleted.
+    pub fn sweep(
+        &self,
+        older_than: std::time::Duration,
+        live: &std::collections::HashSet<Uuid>,
+    ) -> std::io::Result<usize> {
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let Some(id) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| Uuid::parse_str(n).ok())
+            else {
+                continue;
+            };
+            if live.contains(&id) {
+                continue;
+            }
+            let modified = entry.metadata().and_then(|m| m.modified());
+            if modified.is_ok_and(|m| m < cutoff) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// The whole log of job `id`, or `None` if it has none.
     pub async fn read(&self, id: Uuid) -> std::io::Result<Option<String>> {
         match tokio::fs::read(self.path(id)).await {

@@ -47,7 +47,8 @@ pub struct Node {
     pub secret: Arc<str>,
     _watcher: PluginWatcher,
     workers: Vec<JoinHandle<()>>,
-    scheduler: JoinHandle<()>,
+    /// Scheduler, hook dispatcher, log sweeper, plugin audit.
+    background: Vec<JoinHandle<()>>,
 }
 
 fn dir(path: &Path) -> Result<(), ServerError> {
@@ -78,15 +79,19 @@ impl Node {
                 source,
             }
         })?;
+        let service = JobService::new(config, store, registry.clone(), logs);
+        // The audit subscribes before the first scan, so initial loads are recorded.
+        let mut background = vec![service.start_plugin_audit()];
         registry.scan().await.map_err(|source| ServerError::Dir {
-            path: config.plugins_dir.clone(),
+            path: service.config().plugins_dir.clone(),
             source,
         })?;
-        let watcher = PluginWatcher::start(registry.clone())?;
-        let service = JobService::new(config, store, registry, logs);
+        let watcher = PluginWatcher::start(registry)?;
         service.recover().await?;
         let workers = service.start_workers();
-        let scheduler = service.start_scheduler();
+        background.push(service.start_scheduler());
+        background.push(service.start_hooks());
+        background.extend(service.start_sweeper());
         tracing::info!(
             node = service.node_id(),
             workers = workers.len(),
@@ -97,7 +102,7 @@ impl Node {
             secret,
             _watcher: watcher,
             workers,
-            scheduler,
+            background,
         })
     }
 
@@ -150,7 +155,9 @@ impl Node {
                 w.abort();
             }
         }
-        self.scheduler.abort();
+        for task in &self.background {
+            task.abort();
+        }
         if let Err(e) = self.service.store().flush().await {
             tracing::error!(error = %e, "cannot flush the store at shutdown");
         }

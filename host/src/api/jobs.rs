@@ -6,17 +6,18 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::ApiError;
 use super::view::{JobEnvelope, JobView, JobsEnvelope};
 use crate::job::{Command, Kind};
-use crate::service::{JobRequest, JobService};
+use crate::service::{JobRequest, JobService, ServiceError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,7 +138,7 @@ pub(super) async fn submit(
     let body: SubmitBody = parse_body(body)?;
     let job = service.submit(body.job.into_request()?).await?;
     let view = JobEnvelope {
-        job: JobView::of(&job),
+        job: JobView::of(&job, &[]),
     };
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
@@ -157,7 +158,7 @@ pub(super) async fn submit_batch(
     }
     let jobs = service.submit_batch(requests).await?;
     let view = JobsEnvelope {
-        jobs: jobs.iter().map(JobView::of).collect(),
+        jobs: jobs.iter().map(|j| JobView::of(j, &[])).collect(),
     };
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
@@ -166,11 +167,75 @@ pub(super) async fn get_job(
     State(service): State<JobService>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = service.get(parse_id(&id)?).await?;
+    let id = parse_id(&id)?;
+    let job = service.get(id).await?;
+    let executions = if job.has_executions {
+        service
+            .store()
+            .job_executions_latest(id, LATEST_EXECUTIONS)
+            .await
+            .map_err(ServiceError::from)?
+    } else {
+        Vec::new()
+    };
     Ok(Json(JobEnvelope {
-        job: JobView::of(&job),
+        job: JobView::of(&job, &executions),
     })
     .into_response())
+}
+
+/// Executions listed in a job's stats (all of them: the executions route).
+const LATEST_EXECUTIONS: usize = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PageQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ExecutionsPage<'a> {
+    executions: Vec<JobView<'a>>,
+    next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/jobs/{id}/executions?limit=&cursor=`: sub-jobs and periodic
+/// executions in launch order; `next_cursor` pages on (stable while new ones are
+/// added, which go to the end).
+pub(super) async fn executions(
+    State(service): State<JobService>,
+    Path(id): Path<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = match q.limit.as_deref() {
+        None => 100,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit {l:?} must be a number from 1 to 1000"
+                )));
+            }
+        },
+    };
+    let after = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(u64::from_str_radix(c, 16).map_err(|_| {
+            ApiError::bad_request(format!("cursor {c:?} was not issued by this server"))
+        })?),
+    };
+    let page = service.executions(id, after, limit).await?;
+    let next_cursor = (page.len() == limit)
+        .then(|| page.last().map(|(pos, _)| format!("{pos:016x}")))
+        .flatten();
+    let body = ExecutionsPage {
+        executions: page.iter().map(|(_, j)| JobView::of(j, &[])).collect(),
+        next_cursor,
+    };
+    Ok(Json(body).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,9 +289,15 @@ pub(super) async fn log(
             "job {id} has not started yet (it is {}): it has no log",
             job.status
         ))),
-        Ok(None) => Err(ApiError::not_found(format!(
-            "job {id} has no log on this node"
-        ))),
+        Ok(None) => match service.logs().retention() {
+            Some(keep) => Err(ApiError::not_found(format!(
+                "the log of job {id} was removed by the log sweeper (logs are kept {})",
+                humantime::format_duration(keep)
+            ))),
+            None => Err(ApiError::not_found(format!(
+                "job {id} has no log on this node"
+            ))),
+        },
         Err(e) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "log unreadable",

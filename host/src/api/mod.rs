@@ -5,7 +5,8 @@ mod auth;
 mod error;
 mod jobs;
 mod ops;
-mod view;
+mod plugins;
+pub mod view;
 
 use std::sync::Arc;
 
@@ -28,6 +29,9 @@ pub fn router(service: JobService, secret: Arc<str>) -> Router {
         .route("/api/v1/jobs/batch", post(jobs::submit_batch))
         .route("/api/v1/jobs/{id}", get(jobs::get_job).post(jobs::action))
         .route("/api/v1/jobs/{id}/log", get(jobs::log))
+        .route("/api/v1/jobs/{id}/executions", get(jobs::executions))
+        .route("/api/v1/plugins", get(plugins::list))
+        .route("/api/v1/plugins/{name}/validate", post(plugins::validate))
         .route_layer(middleware::from_fn_with_state(
             Secret(secret),
             auth::require_secret,

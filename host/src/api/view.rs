@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::job::{Attempt, Job, Kind, Status};
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 pub struct JobView<'a> {
     pub id: Uuid,
     pub name: &'a str,
@@ -44,7 +44,7 @@ pub struct JobView<'a> {
     pub attempts: Vec<AttemptView<'a>>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 pub struct AttemptView<'a> {
     pub id: Uuid,
     pub number: u32,
@@ -88,7 +88,9 @@ fn attempt(a: &Attempt) -> AttemptView<'_> {
 }
 
 impl<'a> JobView<'a> {
-    pub fn of(job: &'a Job) -> Self {
+    /// The view of `job`, listing `executions` (the latest ones; see the
+    /// executions route for all).
+    pub fn of(job: &'a Job, executions: &'a [Uuid]) -> Self {
         let last = job.last_attempt();
         let digest = job
             .attempts
@@ -115,8 +117,8 @@ impl<'a> JobView<'a> {
             die_at: job.die_at.map(secs),
             hook_status: job.status_hook.as_deref(),
             upstream_job_id: job.upstream_job_id,
-            executions: &job.executions,
-            multiple_executions: !job.executions.is_empty(),
+            executions,
+            multiple_executions: job.has_executions,
             worker_id: job.worker_id(),
             capacity_map: &job.capacity_map,
             retries_left: job.retries_left,
@@ -134,13 +136,13 @@ impl<'a> JobView<'a> {
 }
 
 /// `{"job": <stats>}`.
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 pub struct JobEnvelope<'a> {
     pub job: JobView<'a>,
 }
 
 /// `{"jobs": [<stats>, ...]}`.
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 pub struct JobsEnvelope<'a> {
     pub jobs: Vec<JobView<'a>>,
 }

@@ -9,10 +9,13 @@
 //! - `stop`/`cancel` end a waiting job at once, or reach a running one through its
 //!   [`Control`] (killed after its stop timeout); `retry` requeues a failed job.
 
+mod hooks;
 mod host;
+mod periodic;
 pub mod retry;
 mod scheduler;
 mod submit;
+mod sweeper;
 mod worker;
 
 use std::collections::HashMap;
@@ -53,6 +56,7 @@ struct Inner {
     scheduled: Notify,
     /// Set once to stop claiming new jobs.
     shutdown: watch::Sender<bool>,
+    dropped_hooks: std::sync::atomic::AtomicU64,
 }
 
 impl JobService {
@@ -80,6 +84,7 @@ impl JobService {
                 ready: Notify::new(),
                 scheduled: Notify::new(),
                 shutdown: watch::channel(false).0,
+                dropped_hooks: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -119,8 +124,33 @@ impl JobService {
 
     /// Stop or cancel a job. Waiting jobs end at once; a running job sees the
     /// command through `op-command` and is killed after its stop timeout; a
-    /// finished job is left as it is.
+    /// finished job is left as it is. The job's unfinished sub-jobs and periodic
+    /// executions (and theirs) get the same command; a stopped periodic template
+    /// fires no more.
     pub async fn command(&self, id: Uuid, command: Command) -> Result<CommandEffect, ServiceError> {
+        let effect = self.command_one(id, command).await?;
+        let mut todo = vec![id];
+        let mut seen = std::collections::HashSet::from([id]);
+        while let Some(parent) = todo.pop() {
+            let mut after = None;
+            loop {
+                let page = self.store().job_executions(parent, after, 500).await?;
+                let Some(&(last, _)) = page.last() else { break };
+                after = Some(last);
+                for (_, child) in page {
+                    if seen.insert(child) {
+                        if let Err(e) = self.command_one(child, command).await {
+                            tracing::warn!(job = %child, error = %e, "cannot pass the command to a child job");
+                        }
+                        todo.push(child);
+                    }
+                }
+            }
+        }
+        Ok(effect)
+    }
+
+    async fn command_one(&self, id: Uuid, command: Command) -> Result<CommandEffect, ServiceError> {
         let (effect, _job) = self.store().job_command(id, command, now_ms()).await?;
         if effect == CommandEffect::Delivered {
             let control = self.lock_running().get(&id).cloned();
@@ -133,6 +163,78 @@ impl JobService {
             }
         }
         Ok(effect)
+    }
+
+    /// A job's executions after position `after`, with the cursor of each.
+    pub async fn executions(
+        &self,
+        id: Uuid,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Job)>, ServiceError> {
+        self.get(id).await?;
+        let mut out = Vec::new();
+        for (pos, child) in self.store().job_executions(id, after, limit).await? {
+            if let Some(job) = self.store().job_get(child).await? {
+                out.push((pos, job));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Record plugin loads and unloads in the changefeed, as they happen.
+    pub fn start_plugin_audit(&self) -> tokio::task::JoinHandle<()> {
+        use crate::runtime::RegistryEvent;
+        use crate::store::ChangeRecord;
+        let mut events = self.registry().subscribe();
+        let store = self.store().clone();
+        tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(e) => e,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "plugin events were missed by the changefeed");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let (name, status, digest) = match event {
+                    RegistryEvent::Loaded { name, digest, .. } => (name, "loaded", Some(digest)),
+                    RegistryEvent::Unloaded { name, digest, .. } => {
+                        (name, "unloaded", Some(digest))
+                    }
+                    RegistryEvent::Invalid { file, .. } => {
+                        (file.display().to_string(), "invalid", None)
+                    }
+                };
+                let record = ChangeRecord {
+                    id: 0,
+                    created_at: now_ms(),
+                    category: "plugin".into(),
+                    job_id: None,
+                    name,
+                    status: status.into(),
+                    version: 0,
+                    plugin_digest: digest,
+                };
+                if let Err(e) = store.change_append(record).await {
+                    tracing::warn!(error = %e, "cannot record a plugin change");
+                }
+            }
+        })
+    }
+
+    /// Hooks given up after retrying for `hook_retry_for`.
+    pub fn dropped_hooks(&self) -> u64 {
+        self.inner
+            .dropped_hooks
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_dropped_hook(&self) {
+        self.inner
+            .dropped_hooks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The retry action: a job in `error`, `stopped` or `cancelled` runs again.

@@ -52,9 +52,11 @@ impl JobService {
         }
     }
 
-    /// Move the jobs due at `now` to the queue and wake workers; returns how many.
+    /// Move the jobs due at `now` to the queue (and fire due periodic templates)
+    /// and wake workers; returns how many jobs became ready.
     pub async fn schedule_due(&self, now: u64) -> Result<usize, StoreError> {
-        let moved = self.store().job_schedule_due(now, BATCH).await?;
+        let fired = self.fire_periodic(now).await?;
+        let moved = self.store().job_schedule_due(now, BATCH).await? + fired;
         for _ in 0..moved {
             self.inner.ready.notify_one();
         }

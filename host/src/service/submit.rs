@@ -8,6 +8,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::JobService;
+use crate::cron::CronSpec;
 use crate::error::CallError;
 use crate::job::{Job, Kind, Status, now_ms};
 use crate::store::StoreError;
@@ -210,12 +211,29 @@ impl JobService {
                 }
             },
             Kind::Periodic => {
-                return Err(invalid(
-                    "metadata.kind",
-                    "Periodic jobs are not available on this server yet",
-                ));
+                if r.schedule_delay.is_some_and(|d| d > 0) {
+                    return Err(invalid(
+                        "metadata.schedule_delay",
+                        "only Scheduled jobs take a delay",
+                    ));
+                }
+                let Some(spec) = r.cron_spec.as_deref() else {
+                    return Err(invalid(
+                        "metadata.cron_spec",
+                        "a Periodic job needs a cron_spec",
+                    ));
+                };
+                let cron = CronSpec::parse(spec).map_err(|e| invalid("metadata.cron_spec", e))?;
+                // The template itself never runs: it waits for its first fire time.
+                (Status::Scheduled, cron.next_after(now))
             }
         };
+        if r.kind != Kind::Periodic && r.cron_spec.is_some() {
+            return Err(invalid(
+                "metadata.cron_spec",
+                "only Periodic jobs take a cron_spec",
+            ));
+        }
         if let Some(d) = r.deadline
             && (d.is_zero() || d > MAX_DEADLINE)
         {
@@ -268,7 +286,7 @@ impl JobService {
             check_in_at: None,
             die_at: None,
             upstream_job_id: r.upstream,
-            executions: Vec::new(),
+            has_executions: false,
             capacity_map,
             deadline_ms: r.deadline.map(|d| d.as_millis() as u64),
             stop_timeout_ms: r.stop_timeout.map(|d| d.as_millis() as u64),

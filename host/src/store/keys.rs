@@ -8,6 +8,10 @@
 //! | `s` | run-at ms, job id | empty: scheduled jobs and retries |
 //! | `r` | job id | empty: running jobs (crash recovery without a scan) |
 //! | `u` | sha256(name, params) | job id: live unique jobs |
+//! | `p` | next fire ms, job id | empty: active periodic templates |
+//! | `x` | upstream id, sequence | child id: executions of a job, in launch order |
+//! | `h` | sequence | hook record (JSON): webhook deliveries to make |
+//! | `c` | change id | change record (JSON): the audit changefeed |
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -17,6 +21,10 @@ pub(super) const QUEUE: u8 = b'q';
 pub(super) const SCHEDULE: u8 = b's';
 pub(super) const RUNNING: u8 = b'r';
 pub(super) const UNIQUE: u8 = b'u';
+pub(super) const TEMPLATE: u8 = b'p';
+pub(super) const EXECUTION: u8 = b'x';
+pub(super) const HOOK: u8 = b'h';
+pub(super) const CHANGE: u8 = b'c';
 
 pub(super) fn job(id: Uuid) -> [u8; 17] {
     let mut k = [0u8; 17];
@@ -41,6 +49,40 @@ pub(super) fn schedule(run_at: u64, id: Uuid) -> [u8; 25] {
     k[0] = SCHEDULE;
     k[1..9].copy_from_slice(&run_at.to_be_bytes());
     k[9..].copy_from_slice(id.as_bytes());
+    k
+}
+
+pub(super) fn template(run_at: u64, id: Uuid) -> [u8; 25] {
+    let mut k = schedule(run_at, id);
+    k[0] = TEMPLATE;
+    k
+}
+
+pub(super) fn execution(upstream: Uuid, seq: u64) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[0] = EXECUTION;
+    k[1..17].copy_from_slice(upstream.as_bytes());
+    k[17..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The prefix of every execution key of `upstream`.
+pub(super) fn executions_of(upstream: Uuid) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = EXECUTION;
+    k[1..].copy_from_slice(upstream.as_bytes());
+    k
+}
+
+/// The sequence number at the end of an execution key.
+pub(super) fn execution_seq(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(17..25)?.try_into().ok()?))
+}
+
+pub(super) fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 

@@ -9,10 +9,43 @@ mod commit;
 mod keys;
 mod sled;
 
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 pub use self::sled::SledStore;
 use crate::job::{Command, Job, Status};
+
+/// One queued webhook delivery: the job as it was at the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRecord {
+    /// Position in the delivery queue (global order; per job, change order).
+    pub seq: u64,
+    pub url: String,
+    pub job: Job,
+    pub attempts: u32,
+    /// Unix ms when the change happened.
+    pub created_at: u64,
+    /// Unix ms before which it is not retried.
+    pub next_at: u64,
+}
+
+/// One entry of the audit changefeed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    /// Only grows.
+    pub id: u64,
+    /// Unix ms.
+    pub created_at: u64,
+    /// `job` for job status changes, `plugin` for plugin loads and unloads.
+    pub category: String,
+    pub job_id: Option<Uuid>,
+    pub name: String,
+    pub status: String,
+    /// The job's revision (or 0 for plugins).
+    pub version: u64,
+    pub plugin_digest: Option<String>,
+}
 
 /// A store failure. I/O and corruption are the store's fault (5xx); the rest
 /// describe the request (4xx).
@@ -122,13 +155,65 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Returns the ids requeued.
     async fn job_recover(&self, now: u64) -> Result<Vec<Uuid>, StoreError>;
 
-    /// Link a sub-job (or periodic execution) to its upstream job.
+    /// Link a sub-job to its upstream job.
     async fn job_add_execution(
         &self,
         upstream: Uuid,
         child: Uuid,
         now: u64,
     ) -> Result<(), StoreError>;
+
+    /// Executions of `upstream` in launch order, after position `after` (exclusive),
+    /// with their positions (the paging cursor).
+    async fn job_executions(
+        &self,
+        upstream: Uuid,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Uuid)>, StoreError>;
+
+    /// The latest `limit` executions of `upstream`, oldest first.
+    async fn job_executions_latest(
+        &self,
+        upstream: Uuid,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Periodic templates whose next fire time is at or before `now`.
+    async fn job_due_templates(&self, now: u64, limit: usize) -> Result<Vec<Job>, StoreError>;
+
+    /// Fire a periodic template due at `due`: insert `execution` unless a job with
+    /// its id exists (the id derives from template and fire time, so a fire time runs
+    /// at most once, across restarts and racing schedulers), and move the template
+    /// to `next` (none: the schedule is over). Returns the inserted execution; `None`
+    /// if the template was not due at `due` any more (another scheduler fired it, or
+    /// it was stopped).
+    async fn job_fire(
+        &self,
+        template: Uuid,
+        due: u64,
+        execution: Option<Job>,
+        next: Option<u64>,
+        now: u64,
+    ) -> Result<Option<Job>, StoreError>;
+
+    /// The first `limit` queued webhook deliveries, in queue order.
+    async fn hook_list(&self, limit: usize) -> Result<Vec<HookRecord>, StoreError>;
+
+    /// Remove a delivered (or abandoned) hook.
+    async fn hook_done(&self, seq: u64) -> Result<(), StoreError>;
+
+    /// Store a failed hook's new attempt count and retry time.
+    async fn hook_retry(&self, hook: &HookRecord) -> Result<(), StoreError>;
+
+    /// Changefeed records after id `after` (exclusive), oldest first.
+    async fn change_list(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StoreError>;
+
+    /// Append a changefeed record that is not a job status change (plugins).
+    async fn change_append(&self, record: ChangeRecord) -> Result<u64, StoreError>;
+
+    /// The store's modify index (grows with every write); wakes on change.
+    fn watch_index(&self) -> watch::Receiver<u64>;
 
     /// Jobs waiting in the ready queue.
     async fn queue_len(&self) -> Result<usize, StoreError>;

@@ -5,14 +5,16 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::commit::GroupCommit;
 use super::keys;
-use super::{AttemptEnd, CommandEffect, Next, Store, StoreError};
-use crate::job::{Attempt, Command, Job, Status};
+use super::{AttemptEnd, ChangeRecord, CommandEffect, HookRecord, Next, Store, StoreError};
+use crate::job::{Attempt, Command, Job, Kind, Status, now_ms};
 
 /// The sled-backed [`Store`].
 #[derive(Debug)]
@@ -20,6 +22,9 @@ pub struct SledStore {
     db: ::sled::Db,
     write: Mutex<()>,
     commit: Arc<GroupCommit>,
+    /// Highest modify index staged so far, published after each write.
+    staged_index: AtomicU64,
+    index: watch::Sender<u64>,
 }
 
 impl Drop for SledStore {
@@ -41,7 +46,27 @@ impl SledStore {
             db,
             write: Mutex::new(()),
             commit,
+            staged_index: AtomicU64::new(0),
+            index: watch::channel(0).0,
         })
+    }
+
+    /// Apply a batch built by `stage` and wake whoever watches the index.
+    fn apply(&self, batch: ::sled::Batch) -> Result<(), StoreError> {
+        self.db.apply_batch(batch)?;
+        let index = self.staged_index.load(Ordering::Acquire);
+        self.index.send_if_modified(|current| {
+            let newer = index > *current;
+            if newer {
+                *current = index;
+            }
+            newer
+        });
+        Ok(())
+    }
+
+    fn encode<T: serde::Serialize>(key: String, value: &T) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(value).map_err(|source| StoreError::Corrupt { key, source })
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
@@ -90,6 +115,48 @@ impl SledStore {
             new.revision = old.revision + 1;
         }
         new.modify_index = self.next_id()?;
+        self.staged_index
+            .fetch_max(new.modify_index, Ordering::AcqRel);
+        let status_changed = old.is_none_or(|o| o.status != new.status);
+        let checked_in = old.is_some_and(|o| o.check_in_at != new.check_in_at);
+        if status_changed {
+            let id = self.next_id()?;
+            let change = ChangeRecord {
+                id,
+                created_at: new.update_time,
+                category: "job".into(),
+                job_id: Some(new.id),
+                name: new.name.clone(),
+                status: new.status.as_str().into(),
+                version: new.revision,
+                plugin_digest: new
+                    .attempts
+                    .last()
+                    .map(|a| a.plugin_digest.clone())
+                    .filter(|d| !d.is_empty()),
+            };
+            batch.insert(
+                &keys::seq_key(keys::CHANGE, id)[..],
+                Self::encode(format!("change {id}"), &change)?,
+            );
+        }
+        if let Some(url) = &new.status_hook
+            && (status_changed || checked_in)
+        {
+            let seq = self.next_id()?;
+            let hook = HookRecord {
+                seq,
+                url: url.clone(),
+                job: new.clone(),
+                attempts: 0,
+                created_at: new.update_time,
+                next_at: 0,
+            };
+            batch.insert(
+                &keys::seq_key(keys::HOOK, seq)[..],
+                Self::encode(format!("hook {seq}"), &hook)?,
+            );
+        }
         let before: BTreeSet<Vec<u8>> = old
             .map(index_entries)
             .unwrap_or_default()
@@ -105,11 +172,10 @@ impl SledStore {
         for (k, v) in after {
             batch.insert(k, v);
         }
-        let bytes = serde_json::to_vec(new).map_err(|source| StoreError::Corrupt {
-            key: new.id.to_string(),
-            source,
-        })?;
-        batch.insert(&keys::job(new.id)[..], bytes);
+        batch.insert(
+            &keys::job(new.id)[..],
+            Self::encode(new.id.to_string(), new)?,
+        );
         Ok(())
     }
 
@@ -125,7 +191,7 @@ impl SledStore {
         change(&mut new)?;
         let mut batch = ::sled::Batch::default();
         self.stage(&mut batch, Some(&old), &mut new)?;
-        self.db.apply_batch(batch)?;
+        self.apply(batch)?;
         Ok(new)
     }
 
@@ -145,11 +211,13 @@ fn index_entries(job: &Job) -> Vec<(Vec<u8>, Vec<u8>)> {
             keys::queue(job.priority, job.seq, job.id).to_vec(),
             Vec::new(),
         )),
-        Status::Scheduled => {
-            if let Some(at) = job.run_at {
-                out.push((keys::schedule(at, job.id).to_vec(), Vec::new()));
+        Status::Scheduled => match (job.run_at, job.kind) {
+            (Some(at), Kind::Periodic) => {
+                out.push((keys::template(at, job.id).to_vec(), Vec::new()))
             }
-        }
+            (Some(at), _) => out.push((keys::schedule(at, job.id).to_vec(), Vec::new())),
+            (None, _) => {}
+        },
         Status::Running => out.push((keys::running(job.id).to_vec(), Vec::new())),
         _ => {}
     }
@@ -187,7 +255,7 @@ impl Store for SledStore {
                 job.seq = self.next_id()?;
                 self.stage(&mut batch, None, job)?;
             }
-            self.db.apply_batch(batch)?;
+            self.apply(batch)?;
         }
         Ok(self.commit.durable().await?)
     }
@@ -236,7 +304,7 @@ impl Store for SledStore {
             });
             let mut batch = ::sled::Batch::default();
             self.stage(&mut batch, Some(&old), &mut job)?;
-            self.db.apply_batch(batch)?;
+            self.apply(batch)?;
             return Ok(Some(job));
         }
         Ok(None)
@@ -385,15 +453,22 @@ impl Store for SledStore {
             self.stage(&mut batch, Some(&old), &mut job)?;
             moved += 1;
         }
-        self.db.apply_batch(batch)?;
+        self.apply(batch)?;
         Ok(moved)
     }
 
     async fn job_next_due(&self) -> Result<Option<u64>, StoreError> {
-        match self.db.scan_prefix([keys::SCHEDULE]).next() {
-            Some(entry) => Ok(keys::schedule_time(&entry?.0)),
-            None => Ok(None),
+        let mut earliest = None;
+        for prefix in [keys::SCHEDULE, keys::TEMPLATE] {
+            if let Some(entry) = self.db.scan_prefix([prefix]).next() {
+                let at = keys::schedule_time(&entry?.0);
+                earliest = match (earliest, at) {
+                    (Some(e), Some(a)) => Some(std::cmp::min(e, a)),
+                    (e, a) => e.or(a),
+                };
+            }
         }
+        Ok(earliest)
     }
 
     async fn job_recover(&self, now: u64) -> Result<Vec<Uuid>, StoreError> {
@@ -438,12 +513,186 @@ impl Store for SledStore {
         child: Uuid,
         now: u64,
     ) -> Result<(), StoreError> {
-        self.update(upstream, |job| {
-            job.executions.push(child);
-            job.update_time = now;
-            Ok(())
-        })?;
+        let _w = self.lock();
+        let old = self.must_load(upstream)?;
+        let mut job = old.clone();
+        job.has_executions = true;
+        job.update_time = now;
+        let mut batch = ::sled::Batch::default();
+        batch.insert(
+            &keys::execution(upstream, self.next_id()?)[..],
+            child.as_bytes().to_vec(),
+        );
+        self.stage(&mut batch, Some(&old), &mut job)?;
+        self.apply(batch)
+    }
+
+    async fn job_executions(
+        &self,
+        upstream: Uuid,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Uuid)>, StoreError> {
+        let prefix = keys::executions_of(upstream);
+        let start = keys::execution(upstream, after.map_or(0, |a| a.saturating_add(1)));
+        let mut out = Vec::new();
+        for entry in self.db.range(start..) {
+            let (k, v) = entry?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            if let (Some(seq), Ok(id)) = (keys::execution_seq(&k), Uuid::from_slice(&v)) {
+                out.push((seq, id));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn job_executions_latest(
+        &self,
+        upstream: Uuid,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self
+            .db
+            .scan_prefix(keys::executions_of(upstream))
+            .rev()
+            .take(limit)
+        {
+            let (_, v) = entry?;
+            if let Ok(id) = Uuid::from_slice(&v) {
+                out.push(id);
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn job_due_templates(&self, now: u64, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.db.scan_prefix([keys::TEMPLATE]) {
+            let (key, _) = entry?;
+            if out.len() >= limit || keys::schedule_time(&key).is_none_or(|at| at > now) {
+                break;
+            }
+            if let Some(job) = keys::id_suffix(&key)
+                .map(|id| self.load(id))
+                .transpose()?
+                .flatten()
+            {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn job_fire(
+        &self,
+        template: Uuid,
+        due: u64,
+        execution: Option<Job>,
+        next: Option<u64>,
+        now: u64,
+    ) -> Result<Option<Job>, StoreError> {
+        let inserted = {
+            let _w = self.lock();
+            let Some(old) = self.load(template)? else {
+                return Ok(None);
+            };
+            if old.kind != Kind::Periodic
+                || old.status != Status::Scheduled
+                || old.run_at != Some(due)
+            {
+                return Ok(None);
+            }
+            let mut batch = ::sled::Batch::default();
+            let mut t = old.clone();
+            let mut inserted = None;
+            if let Some(mut exec) = execution
+                && self.load(exec.id)?.is_none()
+            {
+                exec.seq = self.next_id()?;
+                self.stage(&mut batch, None, &mut exec)?;
+                batch.insert(
+                    &keys::execution(template, self.next_id()?)[..],
+                    exec.id.as_bytes().to_vec(),
+                );
+                t.has_executions = true;
+                inserted = Some(exec);
+            }
+            t.run_at = next;
+            t.update_time = now;
+            if next.is_none() {
+                // The schedule will never fire again.
+                t.status = Status::Success;
+                t.finished_at = Some(now);
+            }
+            self.stage(&mut batch, Some(&old), &mut t)?;
+            self.apply(batch)?;
+            inserted
+        };
+        self.commit.durable().await?;
+        Ok(inserted)
+    }
+
+    async fn hook_list(&self, limit: usize) -> Result<Vec<HookRecord>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.db.scan_prefix([keys::HOOK]).take(limit) {
+            let (k, v) = entry?;
+            let hook = serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
+                key: format!("hook {k:?}"),
+                source,
+            })?;
+            out.push(hook);
+        }
+        Ok(out)
+    }
+
+    async fn hook_done(&self, seq: u64) -> Result<(), StoreError> {
+        self.db.remove(keys::seq_key(keys::HOOK, seq))?;
         Ok(())
+    }
+
+    async fn hook_retry(&self, hook: &HookRecord) -> Result<(), StoreError> {
+        let key = keys::seq_key(keys::HOOK, hook.seq);
+        self.db
+            .insert(key, Self::encode(format!("hook {}", hook.seq), hook)?)?;
+        Ok(())
+    }
+
+    async fn change_list(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StoreError> {
+        let start = keys::seq_key(keys::CHANGE, after.saturating_add(1));
+        let mut out = Vec::new();
+        for entry in self.db.range(start..) {
+            let (k, v) = entry?;
+            if k.first() != Some(&keys::CHANGE) || out.len() >= limit {
+                break;
+            }
+            let change = serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
+                key: format!("change {k:?}"),
+                source,
+            })?;
+            out.push(change);
+        }
+        Ok(out)
+    }
+
+    async fn change_append(&self, mut record: ChangeRecord) -> Result<u64, StoreError> {
+        let id = self.next_id()?;
+        record.id = id;
+        if record.created_at == 0 {
+            record.created_at = now_ms();
+        }
+        self.db.insert(
+            keys::seq_key(keys::CHANGE, id),
+            Self::encode(format!("change {id}"), &record)?,
+        )?;
+        Ok(id)
+    }
+
+    fn watch_index(&self) -> watch::Receiver<u64> {
+        self.index.subscribe()
     }
 
     async fn queue_len(&self) -> Result<usize, StoreError> {

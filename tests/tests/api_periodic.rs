@@ -1,0 +1,159 @@
+//! Periodic jobs: a template that never runs itself, one execution per fire
+//! time (never two, even with racing schedulers or a restart), invalid specs
+//! refused, and stopping the template ends its schedule.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use wasmjobs_tests::server::TestServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_fires_executions_until_it_is_stopped() {
+    let s = TestServer::start(&["noop"]).await;
+    let (status, body) = s
+        .submit(
+            json!({"name": "noop", "metadata": {"kind": "Periodic", "cron_spec": "* * * * * *"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["job"]["id"].as_str().expect("id").to_string();
+    assert_eq!(body["job"]["status"], "scheduled");
+    assert_eq!(body["job"]["cron_spec"], "* * * * * *");
+
+    let template = s
+        .wait_until(&id, Duration::from_secs(30), |j| {
+            j["executions"].as_array().is_some_and(|e| e.len() >= 3)
+        })
+        .await;
+    assert_eq!(
+        template["status"], "scheduled",
+        "the template itself never runs"
+    );
+    assert_eq!(template["attempts"], json!([]));
+    assert_eq!(template["multiple_executions"], true);
+    let executions: Vec<String> = template["executions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|v| v.as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(
+        executions.iter().collect::<HashSet<_>>().len(),
+        executions.len()
+    );
+    for e in &executions {
+        let ex = s.wait_status(e, "success").await;
+        assert_eq!(ex["upstream_job_id"], id.as_str());
+        assert_eq!(ex["kind"], "Generic");
+    }
+
+    assert_eq!(s.action(&id, "stop").await.0, StatusCode::NO_CONTENT);
+    let stopped = s.wait_status(&id, "stopped").await;
+    let count = stopped["executions"].as_array().map_or(0, Vec::len);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = s.job(&id).await;
+    assert_eq!(
+        later["executions"].as_array().map_or(0, Vec::len),
+        count,
+        "a stopped template fires no more"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_schedulers_create_one_execution_per_fire_time() {
+    let s = TestServer::start(&["noop"]).await;
+    let id = s
+        .submit_ok(
+            json!({"name": "noop", "metadata": {"kind": "Periodic", "cron_spec": "0 0 0 1 1 *"}}),
+        )
+        .await;
+    let template = s
+        .service
+        .get(id.parse().expect("uuid"))
+        .await
+        .expect("template");
+    let due = template.run_at.expect("next fire time");
+    // Pretend it is that time, on several schedulers at once.
+    let mut racers = Vec::new();
+    for _ in 0..4 {
+        let service = s.service.clone();
+        racers.push(tokio::spawn(async move {
+            service.fire_periodic(due + 10).await.expect("fire")
+        }));
+    }
+    let mut created = 0;
+    for r in racers {
+        created += r.await.expect("join");
+    }
+    assert_eq!(created, 1, "one fire time, one execution");
+    let page = s
+        .service
+        .executions(template.id, None, 10)
+        .await
+        .expect("executions");
+    assert_eq!(page.len(), 1);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_cron_specs_are_refused_by_name() {
+    let s = TestServer::start(&["noop"]).await;
+    for spec in [
+        "*/0 * * * * *",
+        "1/0 * * * * *",
+        "* * * * *",
+        "junk",
+        "61 * * * * *",
+    ] {
+        let (status, body) = s
+            .submit(json!({"name": "noop", "metadata": {"kind": "Periodic", "cron_spec": spec}}))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{spec}: {body}");
+        let d = body["description"].as_str().unwrap_or_default();
+        assert!(d.contains("cron_spec") && d.contains(spec), "{spec}: {d}");
+    }
+    let (status, body) = s
+        .submit(json!({"name": "noop", "metadata": {"kind": "Periodic"}}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = s
+        .submit(json!({"name": "noop", "metadata": {"cron_spec": "* * * * * *"}}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a Generic job with a cron spec: {body}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_downtime_only_the_latest_missed_fire_time_runs() {
+    let s = TestServer::start(&["noop"]).await;
+    let id = s
+        .submit_ok(
+            json!({"name": "noop", "metadata": {"kind": "Periodic", "cron_spec": "*/2 * * * * *"}}),
+        )
+        .await;
+    let uuid = id.parse().expect("uuid");
+    // Stop firing (as if the server were down), then fire once, 9 s later.
+    let template = s.service.get(uuid).await.expect("template");
+    let due = template.run_at.expect("due");
+    let created = s.service.fire_periodic(due + 9_000).await.expect("fire");
+    assert_eq!(
+        created, 1,
+        "four fire times were missed; only the latest one runs"
+    );
+    let after = s.service.get(uuid).await.expect("template");
+    assert!(after.run_at.expect("next") > due + 9_000);
+    let (status, _) = TestServer::send(
+        s.authed(Method::POST, &format!("/api/v1/jobs/{id}"))
+            .json(&json!({"action": "stop"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    s.shutdown().await;
+}
