@@ -133,6 +133,59 @@ mod tests {
         assert_eq!(every5.next_after(5_000), Some(10_000));
     }
 
+    /// Property: for random specs built from cron's alphabet (valid and hostile
+    /// atoms, any field count), parsing never panics; for any accepted spec the next
+    /// fire time is strictly after the given time, and the fire decision never runs
+    /// a time after `now` nor schedules the next one at or before it.
+    #[test]
+    fn random_specs_never_panic_and_next_is_strictly_later() {
+        let mut rng = fastrand::Rng::with_seed(0x5eed);
+        let valid = ["*", "*", "*", "1", "5", "*/7", "1-5", "1,2"];
+        let hostile = [
+            "0",
+            "59",
+            "60",
+            "*/0",
+            "1/0",
+            "5-1",
+            "MON",
+            "Jan",
+            "?",
+            "L",
+            "#",
+            "-1",
+            "99999999999",
+            "",
+        ];
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let fields = if rng.bool() { 6 } else { rng.usize(0..=9) };
+            let spec: Vec<&str> = (0..fields)
+                .map(|_| match rng.u8(..10) {
+                    0..=7 => valid[rng.usize(..valid.len())],
+                    _ => hostile[rng.usize(..hostile.len())],
+                })
+                .collect();
+            let spec = spec.join(" ");
+            let Ok(cron) = CronSpec::parse(&spec) else {
+                continue;
+            };
+            accepted += 1;
+            let t = rng.u64(0..4_000_000_000_000);
+            if let Some(next) = cron.next_after(t) {
+                assert!(next > t, "{spec}: {next} <= {t}");
+                let now = next + rng.u64(0..100_000);
+                let (fire, after) = cron.fire(next, now, MissedRuns::Latest);
+                assert!(fire.is_some_and(|f| f >= next && f <= now), "{spec}");
+                assert!(after.is_none_or(|a| a > now), "{spec}");
+            }
+        }
+        assert!(
+            accepted > 500,
+            "the generator should produce valid specs too ({accepted})"
+        );
+    }
+
     #[test]
     fn missed_runs_policy() {
         let every5 = CronSpec::parse("*/5 * * * * *").unwrap();

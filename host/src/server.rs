@@ -139,10 +139,12 @@ impl Node {
     pub async fn stop(self) {
         self.service.begin_shutdown();
         let grace = self.service.config().shutdown_timeout;
-        let mut workers = self.workers;
+        let mut workers = std::collections::VecDeque::from(self.workers);
+        // Finished workers leave the queue (a JoinHandle must not be awaited twice).
         let waited = tokio::time::timeout(grace, async {
-            for w in &mut workers {
+            while let Some(w) = workers.front_mut() {
                 let _ = w.await;
+                workers.pop_front();
             }
         })
         .await;
@@ -151,12 +153,14 @@ impl Node {
                 running = self.service.running_count(),
                 "jobs still running after the shutdown timeout are interrupted; they run again at the next start"
             );
-            for w in &workers {
-                w.abort();
-            }
         }
-        for task in &self.background {
+        for task in workers.iter().chain(&self.background) {
             task.abort();
+        }
+        // Wait until the aborted tasks are gone, so that nothing of this node
+        // touches the store after `stop` returns.
+        for task in workers.into_iter().chain(self.background) {
+            let _ = task.await;
         }
         if let Err(e) = self.service.store().flush().await {
             tracing::error!(error = %e, "cannot flush the store at shutdown");

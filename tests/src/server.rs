@@ -25,7 +25,8 @@ pub struct TestServer {
     pub service: JobService,
     pub data_dir: PathBuf,
     pub plugins_dir: PathBuf,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    dirs: Option<(tempfile::TempDir, tempfile::TempDir)>,
+    config: Config,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServerError>>>,
 }
@@ -59,8 +60,48 @@ impl TestServer {
         install(plug.path(), plugins);
         let mut cfg = test_server_config(data.path().to_path_buf(), plug.path().to_path_buf());
         tweak(&mut cfg);
-        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
-        let node = Node::start(cfg).await.expect("node starts");
+        Self::start_on((data, plug), cfg).await
+    }
+
+    /// Stop this node gracefully and start a new one on the same directories.
+    pub async fn restart(mut self) -> Self {
+        self.stop_now().await;
+        let dirs = self.dirs.take().expect("the directories of a live server");
+        let config = self.config.clone();
+        // Drop our handle on the old node so its store can close and release the
+        // data dir's lock (it does so on a task, a moment later).
+        drop(self);
+        let started = std::time::Instant::now();
+        loop {
+            match Node::start(config.clone()).await {
+                Ok(node) => return Self::serve_node(dirs, config, node).await,
+                Err(e)
+                    if started.elapsed() < Duration::from_secs(10)
+                        && e.to_string().contains("lock") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("node restarts: {e}"),
+            }
+        }
+    }
+
+    async fn start_on(dirs: (tempfile::TempDir, tempfile::TempDir), cfg: Config) -> Self {
+        let node = Node::start(cfg.clone()).await.expect("node starts");
+        Self::serve_node(dirs, cfg, node).await
+    }
+
+    async fn serve_node(
+        dirs: (tempfile::TempDir, tempfile::TempDir),
+        config: Config,
+        node: Node,
+    ) -> Self {
+        let (data, plug) = dirs;
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let service = node.service.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -76,7 +117,8 @@ impl TestServer {
             service,
             data_dir: data.path().to_path_buf(),
             plugins_dir: plug.path().to_path_buf(),
-            _dirs: (data, plug),
+            dirs: Some((data, plug)),
+            config,
             stop: Some(stop),
             task: Some(task),
         }

@@ -103,3 +103,45 @@ async fn status_changes_and_checkins_are_delivered_in_order_despite_failures() {
     assert_eq!(last["metadata"]["hook_status"], url.as_str());
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_hooks_survive_a_server_restart() {
+    // The receiver refuses everything at first: the hooks queue up.
+    let (url, receiver) = start_receiver(u32::MAX).await;
+    let s = TestServer::start(&["noop"]).await;
+    let id = s
+        .submit_ok(json!({"name": "noop", "status_hook": url}))
+        .await;
+    s.wait_status(&id, "success").await;
+    let refused = Instant::now();
+    while *receiver.refused.lock().expect("lock") == 0 {
+        assert!(
+            refused.elapsed() < Duration::from_secs(30),
+            "no delivery was tried"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = s.restart().await;
+    // The receiver comes back; the queued hooks arrive, in order.
+    *receiver.fail_first.lock().expect("lock") = 0;
+    let started = Instant::now();
+    loop {
+        let statuses: Vec<String> = receiver
+            .got
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|b| b["status"].as_str().unwrap_or("?").to_string())
+            .collect();
+        if statuses.last().map(String::as_str) == Some("success") {
+            assert_eq!(statuses, ["pending", "running", "success"]);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "queued hooks never arrived: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.shutdown().await;
+}

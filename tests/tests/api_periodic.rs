@@ -157,3 +157,51 @@ async fn after_downtime_only_the_latest_missed_fire_time_runs() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_have_derived_ids_and_none_runs_twice_across_a_restart() {
+    let s = TestServer::start(&["noop"]).await;
+    let id = s
+        .submit_ok(
+            json!({"name": "noop", "metadata": {"kind": "Periodic", "cron_spec": "*/1 * * * * *"}}),
+        )
+        .await;
+    let template: uuid::Uuid = id.parse().expect("uuid");
+    let started = wasmjobs::job::now_ms() / 1000 * 1000;
+    s.wait_until(&id, Duration::from_secs(30), |j| {
+        j["executions"].as_array().is_some_and(|e| e.len() >= 2)
+    })
+    .await;
+    // Restart mid-schedule.
+    let s = s.restart().await;
+    let job = s
+        .wait_until(&id, Duration::from_secs(30), |j| {
+            j["executions"].as_array().is_some_and(|e| e.len() >= 5)
+        })
+        .await;
+    let ended = wasmjobs::job::now_ms();
+    let ids: Vec<uuid::Uuid> = job["executions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|v| v.as_str().expect("id").parse().expect("uuid"))
+        .collect();
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        ids.len(),
+        "no fire time ran twice: {ids:?}"
+    );
+    // Each id is the one derived from the template and a whole-second fire time.
+    let candidates: HashSet<uuid::Uuid> = (started..=ended)
+        .step_by(1000)
+        .map(|t| wasmjobs::service::execution_id(template, t))
+        .collect();
+    for e in &ids {
+        assert!(
+            candidates.contains(e),
+            "{e} is not derived from (template, fire second)"
+        );
+    }
+    assert_eq!(s.action(&id, "stop").await.0, StatusCode::NO_CONTENT);
+    s.shutdown().await;
+}

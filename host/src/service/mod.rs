@@ -12,6 +12,7 @@
 mod hooks;
 mod host;
 mod periodic;
+pub use periodic::execution_id;
 pub mod retry;
 mod scheduler;
 mod submit;
