@@ -163,6 +163,9 @@ pub struct Job {
     /// Position in the ready queue among jobs of the same priority (assigned each
     /// time the job is queued).
     pub seq: u64,
+    /// Position in creation order (the jobs list's cursor); set on insert.
+    #[serde(default)]
+    pub created_seq: u64,
     pub status: Status,
     pub status_hook: Option<String>,
     pub schedule_delay: Option<u64>,
@@ -194,9 +197,47 @@ pub struct Job {
     pub modify_index: u64,
     pub started_at: Option<u64>,
     pub finished_at: Option<u64>,
+    /// The latest task events (Nomad), oldest first.
+    #[serde(default)]
+    pub events: Vec<TaskEvent>,
+}
+
+/// Events kept per job.
+pub const MAX_EVENTS: usize = 10;
+
+/// A typed event in a job's life (Nomad's task events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    /// `Received`, `Started`, `Checkin`, `Killing`, `Killed`, `Terminated`,
+    /// `Restarting`, `Not Restarting`, `Sub-job launched`, `Failed Validation`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Unix nanoseconds.
+    pub time: u128,
+    pub message: String,
+}
+
+/// Unix time in nanoseconds.
+pub fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 impl Job {
+    /// Record an event, keeping the latest [`MAX_EVENTS`].
+    pub fn event(&mut self, kind: &str, message: impl Into<String>) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.remove(0);
+        }
+        self.events.push(TaskEvent {
+            kind: kind.to_string(),
+            time: now_ns(),
+            message: message.into(),
+        });
+    }
+
     /// The attempt running now or last run.
     pub fn last_attempt(&self) -> Option<&Attempt> {
         self.attempts.last()

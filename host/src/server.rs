@@ -91,6 +91,7 @@ impl Node {
         let workers = service.start_workers();
         background.push(service.start_scheduler());
         background.push(service.start_hooks());
+        background.push(service.start_heartbeat());
         background.extend(service.start_sweeper());
         tracing::info!(
             node = service.node_id(),

@@ -14,10 +14,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::blocking;
 use super::error::ApiError;
 use super::view::{JobEnvelope, JobView, JobsEnvelope};
-use crate::job::{Command, Kind};
+use crate::job::{Command, Kind, Status};
 use crate::service::{JobRequest, JobService, ServiceError};
+use crate::store::JobFilter;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,12 +165,28 @@ pub(super) async fn submit_batch(
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BlockingQuery {
+    index: Option<String>,
+    wait: Option<String>,
+}
+
+/// `GET /api/v1/jobs/{id}`, a blocking query with `?index=&wait=`.
 pub(super) async fn get_job(
     State(service): State<JobService>,
     Path(id): Path<String>,
+    query: Result<Query<BlockingQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let job = service.get(id).await?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let blocking = blocking::parse(q.index.as_deref(), q.wait.as_deref())?;
+    let job = blocking::wait_for(&service, blocking, || async {
+        let job = service.get(id).await?;
+        let index = job.modify_index;
+        Ok((job, index))
+    })
+    .await?;
     let executions = if job.has_executions {
         service
             .store()
@@ -178,10 +196,119 @@ pub(super) async fn get_job(
     } else {
         Vec::new()
     };
-    Ok(Json(JobEnvelope {
+    let index = job
+        .modify_index
+        .max(*service.store().watch_index().borrow());
+    let body = Json(JobEnvelope {
         job: JobView::of(&job, &executions),
+    });
+    Ok(([(blocking::INDEX_HEADER, index.to_string())], body).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    status: Option<String>,
+    name: Option<String>,
+    kind: Option<String>,
+    upstream_job_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+    index: Option<String>,
+    wait: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JobsPage<'a> {
+    jobs: Vec<JobView<'a>>,
+    next_cursor: Option<String>,
+}
+
+/// Jobs looked at per list request (filters may match few of them).
+const LIST_SCAN: usize = 10_000;
+
+/// `GET /api/v1/jobs?status=&name=&kind=&upstream_job_id=&limit=&cursor=`: jobs in
+/// creation order; the cursor stays valid while jobs are added (they go to the
+/// end). A blocking query (`index`, `wait`) waits for any change in the store.
+pub(super) async fn list(
+    State(service): State<JobService>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let filter = JobFilter {
+        status: q
+            .status
+            .as_deref()
+            .map(|s| {
+                Status::parse(s).ok_or_else(|| {
+                    ApiError::bad_request(format!("status {s:?} is not a job status"))
+                })
+            })
+            .transpose()?,
+        name: q.name.clone(),
+        kind: q
+            .kind
+            .as_deref()
+            .map(|k| {
+                Kind::parse(k).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "kind {k:?} is not Generic, Scheduled or Periodic"
+                    ))
+                })
+            })
+            .transpose()?,
+        upstream: q
+            .upstream_job_id
+            .as_deref()
+            .map(|u| {
+                Uuid::parse_str(u).map_err(|_| {
+                    ApiError::bad_request(format!("upstream_job_id {u:?} is not a job id"))
+                })
+            })
+            .transpose()?,
+    };
+    let limit = parse_limit(q.limit.as_deref())?;
+    let after = parse_cursor(q.cursor.as_deref())?;
+    let blocking = blocking::parse(q.index.as_deref(), q.wait.as_deref())?;
+    let (jobs, next) = blocking::wait_for(&service, blocking, || async {
+        let index = *service.store().watch_index().borrow();
+        let page = service
+            .store()
+            .job_list(&filter, after, limit, LIST_SCAN)
+            .await
+            .map_err(ServiceError::from)?;
+        Ok((page, index))
     })
-    .into_response())
+    .await?;
+    let body = JobsPage {
+        jobs: jobs.iter().map(|j| JobView::of(j, &[])).collect(),
+        next_cursor: next.map(|n| format!("{n:016x}")),
+    };
+    Ok(Json(body).into_response())
+}
+
+fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "limit {l:?} must be a number from 1 to 1000"
+            ))),
+        },
+    }
+}
+
+fn parse_cursor(cursor: Option<&str>) -> Result<Option<u64>, ApiError> {
+    match cursor {
+        None | Some("") => Ok(None),
+        Some(c) if c.len() == 16 => u64::from_str_radix(c, 16).map(Some).map_err(|_| {
+            ApiError::bad_request(format!("cursor {c:?} was not issued by this server"))
+        }),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "cursor {c:?} was not issued by this server"
+        ))),
+    }
 }
 
 /// Executions listed in a job's stats (all of them: the executions route).
@@ -210,23 +337,8 @@ pub(super) async fn executions(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = match q.limit.as_deref() {
-        None => 100,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "limit {l:?} must be a number from 1 to 1000"
-                )));
-            }
-        },
-    };
-    let after = match q.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(u64::from_str_radix(c, 16).map_err(|_| {
-            ApiError::bad_request(format!("cursor {c:?} was not issued by this server"))
-        })?),
-    };
+    let limit = parse_limit(q.limit.as_deref())?;
+    let after = parse_cursor(q.cursor.as_deref())?;
     let page = service.executions(id, after, limit).await?;
     let next_cursor = (page.len() == limit)
         .then(|| page.last().map(|(pos, _)| format!("{pos:016x}")))

@@ -2,6 +2,8 @@
 //! tested with `tower::ServiceExt::oneshot` or served by [`crate::server`].
 
 mod auth;
+mod blocking;
+mod changes;
 mod error;
 mod jobs;
 mod ops;
@@ -25,12 +27,16 @@ use crate::service::JobService;
 pub fn router(service: JobService, secret: Arc<str>) -> Router {
     let limit = service.config().max_body_bytes;
     let protected = Router::new()
-        .route("/api/v1/jobs", post(jobs::submit))
+        .route("/api/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/api/v1/jobs/batch", post(jobs::submit_batch))
         .route("/api/v1/jobs/{id}", get(jobs::get_job).post(jobs::action))
         .route("/api/v1/jobs/{id}/log", get(jobs::log))
         .route("/api/v1/jobs/{id}/executions", get(jobs::executions))
         .route("/api/v1/plugins", get(plugins::list))
+        .route("/api/v1/workers", get(ops::workers))
+        .route("/api/v1/crons", get(ops::crons))
+        .route("/api/v1/changes", get(changes::list))
+        .route("/api/v1/meta/cluster_status", get(ops::cluster_status))
         .route("/api/v1/plugins/{name}/validate", post(plugins::validate))
         .route_layer(middleware::from_fn_with_state(
             Secret(secret),
@@ -43,6 +49,10 @@ pub fn router(service: JobService, secret: Arc<str>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            service.clone(),
+            blocking::index_header,
+        ))
         .with_state(service)
 }
 

@@ -42,6 +42,8 @@ pub struct JobView<'a> {
     pub plugin_digest: Option<&'a str>,
     pub revision: u64,
     pub attempts: Vec<AttemptView<'a>>,
+    /// The latest 10 task events (Nomad), oldest first; times in unix nanoseconds.
+    pub task_events: &'a [crate::job::TaskEvent],
 }
 
 #[derive(Debug, Serialize)]
@@ -131,6 +133,7 @@ impl<'a> JobView<'a> {
             plugin_digest: digest,
             revision: job.revision,
             attempts: job.attempts.iter().map(attempt).collect(),
+            task_events: &job.events,
         }
     }
 }

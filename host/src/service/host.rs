@@ -98,7 +98,17 @@ impl JobHost for AttemptHost {
             };
             match service.submit(req).await {
                 Ok(job) => Ok(job.id.to_string()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => {
+                    let message = e.to_string();
+                    if let Err(se) = service
+                        .store()
+                        .job_event(upstream, "Failed Validation", &message)
+                        .await
+                    {
+                        tracing::warn!(job = %upstream, error = %se, "cannot record a task event");
+                    }
+                    Err(message)
+                }
             }
         })
     }

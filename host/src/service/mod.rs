@@ -9,6 +9,8 @@
 //! - `stop`/`cancel` end a waiting job at once, or reach a running one through its
 //!   [`Control`] (killed after its stop timeout); `retry` requeues a failed job.
 
+mod capacity;
+mod heartbeat;
 mod hooks;
 mod host;
 mod periodic;
@@ -58,6 +60,7 @@ struct Inner {
     /// Set once to stop claiming new jobs.
     shutdown: watch::Sender<bool>,
     dropped_hooks: std::sync::atomic::AtomicU64,
+    capacity: capacity::Capacity,
 }
 
 impl JobService {
@@ -72,6 +75,7 @@ impl JobService {
             hostname(),
             &Uuid::new_v4().simple().to_string()[..8]
         );
+        let capacity = config.capacity.clone();
         Self {
             inner: Arc::new(Inner {
                 properties: Arc::new(config.properties.clone()),
@@ -86,6 +90,7 @@ impl JobService {
                 scheduled: Notify::new(),
                 shutdown: watch::channel(false).0,
                 dropped_hooks: std::sync::atomic::AtomicU64::new(0),
+                capacity: capacity::Capacity::new(capacity),
             }),
         }
     }

@@ -72,6 +72,8 @@ fn execution_of(template: &Job, fire_ms: u64, now: u64) -> Job {
         has_executions: false,
         retries_left: template.retries_total,
         attempts: Vec::new(),
+        events: Vec::new(),
+        created_seq: 0,
         command: None,
         revision: 1,
         modify_index: 0,

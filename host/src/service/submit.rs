@@ -266,6 +266,10 @@ impl JobService {
         let capacity_map = r
             .capacity_map
             .unwrap_or_else(|| info.capacity.iter().cloned().collect());
+        self.inner
+            .capacity
+            .can_ever_fit(&capacity_map)
+            .map_err(|e| invalid("metadata.capacity_map", e))?;
         let retries_total = info.max_fails.saturating_sub(1);
         Ok(Job {
             id: Uuid::new_v4(),
@@ -293,6 +297,8 @@ impl JobService {
             retries_total,
             retries_left: retries_total,
             attempts: Vec::new(),
+            events: Vec::new(),
+            created_seq: 0,
             command: None,
             revision: 1,
             modify_index: 0,

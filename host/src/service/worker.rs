@@ -34,8 +34,20 @@ impl JobService {
     async fn worker_loop(self, worker_id: String) {
         let mut shutdown = self.shutting_down();
         while !*shutdown.borrow() {
-            match self.store().job_claim(&worker_id, now_ms()).await {
-                Ok(Some(job)) => self.execute(job, &worker_id).await,
+            let capacity = &self.inner.capacity;
+            let mut fits = |job: &Job| capacity.try_reserve(&job.capacity_map);
+            match self
+                .store()
+                .job_claim(&worker_id, now_ms(), &mut fits)
+                .await
+            {
+                Ok(Some(job)) => {
+                    let needs = job.capacity_map.clone();
+                    self.execute(job, &worker_id).await;
+                    self.inner.capacity.release(&needs);
+                    // A job that did not fit may fit now.
+                    self.inner.ready.notify_one();
+                }
                 Ok(None) => {
                     tokio::select! {
                         () = self.inner.ready.notified() => {}
@@ -78,6 +90,7 @@ impl JobService {
                 duration_us: 0,
                 peak_memory: 0,
                 fuel_used: None,
+                decision: "the plugin is not loaded".into(),
             };
             let next = match control.command() {
                 OpCommand::None if job.retries_left > 0 => Next::RetryAt(now_ms() + 10_000),
@@ -120,7 +133,7 @@ impl JobService {
         let _ = checkins.await;
         self.lock_running().remove(&id);
 
-        let next = self
+        let (next, decision) = self
             .next_step(&job, &plugin, &report, control.command())
             .await;
         let (outcome, message) = outcome_fields(&report.outcome);
@@ -132,6 +145,7 @@ impl JobService {
             duration_us: report.duration.as_micros() as u64,
             peak_memory: report.peak_memory,
             fuel_used: report.fuel_used,
+            decision,
         };
         self.record(&job, end, next).await;
     }
@@ -150,29 +164,44 @@ impl JobService {
     }
 
     /// What follows an attempt: its final status, or a retry after a back-off.
+    /// What follows an attempt: its final status, or a retry after a back-off;
+    /// with the reason (the `Restarting` / `Not Restarting` event).
     async fn next_step(
         &self,
         job: &Job,
         plugin: &Plugin,
         report: &AttemptReport,
         command: OpCommand,
-    ) -> Next {
+    ) -> (Next, String) {
         let failure = match &report.outcome {
-            Outcome::Success => return Next::Final(Status::Success),
-            Outcome::Stopped => return Next::Final(Status::Stopped),
-            Outcome::Cancelled => return Next::Final(Status::Cancelled),
+            Outcome::Success => return (Next::Final(Status::Success), String::new()),
+            Outcome::Stopped => return (Next::Final(Status::Stopped), String::new()),
+            Outcome::Cancelled => return (Next::Final(Status::Cancelled), String::new()),
             Outcome::Killed {
                 reason: KillReason::StopTimeout,
-            } => return Next::Final(final_of(command)),
+            } => return (Next::Final(final_of(command)), String::new()),
+            // DTR: a job past its deadline is killed and marked error.
+            Outcome::Killed {
+                reason: KillReason::Deadline,
+            } => {
+                return (
+                    Next::Final(Status::Error),
+                    "deadline exceeded: not retried".into(),
+                );
+            }
             Outcome::Failed { message } | Outcome::Trapped { message } => message.clone(),
             Outcome::Killed { reason } => reason.to_string(),
         };
         // A job asked to stop that fails on its way out ends as asked.
         if command != OpCommand::None {
-            return Next::Final(final_of(command));
+            return (Next::Final(final_of(command)), String::new());
         }
         if job.retries_left == 0 {
-            return Next::Final(Status::Error);
+            let total = job.retries_total + 1;
+            return (
+                Next::Final(Status::Error),
+                format!("out of retries after {total} attempts"),
+            );
         }
         let attempt = job.last_attempt().map_or(1, |a| a.number);
         let retry = match self.runtime().should_retry(plugin, &failure, attempt).await {
@@ -183,11 +212,19 @@ impl JobService {
             }
         };
         if !retry {
-            return Next::Final(Status::Error);
+            return (
+                Next::Final(Status::Error),
+                "the plugin's should-retry refused a retry".into(),
+            );
         }
         let retry_number = job.retries_total - job.retries_left + 1;
         let wait = backoff(plugin.info(), retry_number);
-        Next::RetryAt(now_ms() + wait.as_millis() as u64)
+        let why = format!(
+            "retry {retry_number} of {} in {}",
+            job.retries_total,
+            humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
+        );
+        (Next::RetryAt(now_ms() + wait.as_millis() as u64), why)
     }
 }
 

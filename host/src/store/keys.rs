@@ -12,6 +12,9 @@
 //! | `x` | upstream id, sequence | child id: executions of a job, in launch order |
 //! | `h` | sequence | hook record (JSON): webhook deliveries to make |
 //! | `c` | change id | change record (JSON): the audit changefeed |
+//! | `a` | creation sequence, job id | empty: every job in creation order |
+//! | `w` | node id | worker record (JSON): heartbeats |
+//! | `m` | name | store metadata (the write probe) |
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -25,6 +28,9 @@ pub(super) const TEMPLATE: u8 = b'p';
 pub(super) const EXECUTION: u8 = b'x';
 pub(super) const HOOK: u8 = b'h';
 pub(super) const CHANGE: u8 = b'c';
+pub(super) const ALL: u8 = b'a';
+pub(super) const WORKER: u8 = b'w';
+pub(super) const META: u8 = b'm';
 
 pub(super) fn job(id: Uuid) -> [u8; 17] {
     let mut k = [0u8; 17];
@@ -83,6 +89,12 @@ pub(super) fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = prefix;
     k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(super) fn all(created_seq: u64, id: Uuid) -> [u8; 25] {
+    let mut k = schedule(created_seq, id);
+    k[0] = ALL;
     k
 }
 

@@ -16,6 +16,9 @@ use uuid::Uuid;
 pub use self::sled::SledStore;
 use crate::job::{Command, Job, Status};
 
+/// Candidates a claim looks at before giving up (jobs that do not fit now).
+pub const CLAIM_SCAN: usize = 1024;
+
 /// One queued webhook delivery: the job as it was at the change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookRecord {
@@ -63,6 +66,8 @@ pub enum StoreError {
     NotFound(Uuid),
     #[error("job {id} is {from}; it cannot become {to}")]
     Transition { id: Uuid, from: Status, to: Status },
+    #[error("the store refuses writes (fault injected)")]
+    Injected,
     #[error("a job with the same name and parameters is already {status}: {existing}")]
     Duplicate { existing: Uuid, status: Status },
 }
@@ -78,6 +83,39 @@ pub struct AttemptEnd {
     pub duration_us: u64,
     pub peak_memory: u64,
     pub fuel_used: Option<u64>,
+    /// Why the job retries or stops retrying (the `Restarting` / `Not Restarting`
+    /// event's message).
+    pub decision: String,
+}
+
+/// Which jobs to list.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub status: Option<Status>,
+    pub name: Option<String>,
+    pub kind: Option<crate::job::Kind>,
+    pub upstream: Option<Uuid>,
+}
+
+impl JobFilter {
+    pub fn matches(&self, job: &Job) -> bool {
+        self.status.is_none_or(|s| job.status == s)
+            && self.name.as_ref().is_none_or(|n| job.name == *n)
+            && self.kind.is_none_or(|k| job.kind == k)
+            && self.upstream.is_none_or(|u| job.upstream_job_id == Some(u))
+    }
+}
+
+/// A node's heartbeat (DTR's worker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    pub id: String,
+    pub capacity_map: std::collections::BTreeMap<String, u32>,
+    pub in_use: std::collections::BTreeMap<String, u32>,
+    pub concurrency: u32,
+    pub running: u32,
+    /// Unix ms after which the node counts as gone.
+    pub heartbeat_expiration: u64,
 }
 
 /// What happens to a job after an attempt.
@@ -110,9 +148,47 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     async fn job_get(&self, id: Uuid) -> Result<Option<Job>, StoreError>;
 
-    /// Take the first ready job (highest priority, then oldest) and mark it
-    /// running with a new attempt on `worker_id`.
-    async fn job_claim(&self, worker_id: &str, now: u64) -> Result<Option<Job>, StoreError>;
+    /// Take the first ready job (highest priority, then oldest) for which `fits`
+    /// answers true, and mark it running with a new attempt on `worker_id`. `fits`
+    /// is called under the store's write lock, in queue order, for at most
+    /// [`CLAIM_SCAN`] candidates; it may reserve capacity when it answers true. Jobs
+    /// that do not fit stay queued without holding back the ones behind them.
+    async fn job_claim(
+        &self,
+        worker_id: &str,
+        now: u64,
+        fits: &mut (dyn for<'j> FnMut(&'j Job) -> bool + Send),
+    ) -> Result<Option<Job>, StoreError>;
+
+    /// Record an event on a job (e.g. a sub-job that failed validation).
+    async fn job_event(&self, id: Uuid, kind: &str, message: &str) -> Result<(), StoreError>;
+
+    /// Jobs in creation order after `after` (exclusive) matching `filter`. Looks at
+    /// no more than `scan` jobs; returns the page and the position to continue from
+    /// (`None` at the end).
+    async fn job_list(
+        &self,
+        filter: &JobFilter,
+        after: Option<u64>,
+        limit: usize,
+        scan: usize,
+    ) -> Result<(Vec<Job>, Option<u64>), StoreError>;
+
+    /// Active periodic templates, by next fire time.
+    async fn job_templates(&self, limit: usize) -> Result<Vec<Job>, StoreError>;
+
+    /// Record a node's heartbeat.
+    async fn worker_heartbeat(&self, worker: &WorkerRecord) -> Result<(), StoreError>;
+
+    /// Every node that has heartbeated.
+    async fn worker_list(&self) -> Result<Vec<WorkerRecord>, StoreError>;
+
+    /// Write and flush a probe record: fails when the store cannot be written.
+    async fn probe(&self) -> Result<(), StoreError>;
+
+    /// Fault injection for tests: while on, writes fail with
+    /// [`StoreError::Injected`] and change nothing.
+    fn refuse_writes(&self, on: bool);
 
     /// Record a check-in of a running job. Returns the updated job, or `None` if the
     /// job is no longer running (a late check-in is dropped).
@@ -208,6 +284,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Changefeed records after id `after` (exclusive), oldest first.
     async fn change_list(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StoreError>;
+
+    /// The `limit` changefeed records before id `before` (exclusive; `u64::MAX`:
+    /// the latest), oldest first.
+    async fn change_list_before(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<ChangeRecord>, StoreError>;
+
+    /// Whether a changefeed record with this id exists.
+    async fn change_exists(&self, id: u64) -> Result<bool, StoreError>;
 
     /// Append a changefeed record that is not a job status change (plugins).
     async fn change_append(&self, record: ChangeRecord) -> Result<u64, StoreError>;

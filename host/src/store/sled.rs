@@ -13,7 +13,10 @@ use uuid::Uuid;
 
 use super::commit::GroupCommit;
 use super::keys;
-use super::{AttemptEnd, ChangeRecord, CommandEffect, HookRecord, Next, Store, StoreError};
+use super::{
+    AttemptEnd, CLAIM_SCAN, ChangeRecord, CommandEffect, HookRecord, JobFilter, Next, Store,
+    StoreError, WorkerRecord,
+};
 use crate::job::{Attempt, Command, Job, Kind, Status, now_ms};
 
 /// The sled-backed [`Store`].
@@ -25,6 +28,8 @@ pub struct SledStore {
     /// Highest modify index staged so far, published after each write.
     staged_index: AtomicU64,
     index: watch::Sender<u64>,
+    /// Fault injection: refuse every write (tests of health and of failure paths).
+    refuse_writes: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for SledStore {
@@ -48,11 +53,15 @@ impl SledStore {
             commit,
             staged_index: AtomicU64::new(0),
             index: watch::channel(0).0,
+            refuse_writes: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// Apply a batch built by `stage` and wake whoever watches the index.
     fn apply(&self, batch: ::sled::Batch) -> Result<(), StoreError> {
+        if self.refuse_writes.load(Ordering::Acquire) {
+            return Err(StoreError::Injected);
+        }
         self.db.apply_batch(batch)?;
         let index = self.staged_index.load(Ordering::Acquire);
         self.index.send_if_modified(|current| {
@@ -95,6 +104,16 @@ impl SledStore {
         Ok(self.db.generate_id()?)
     }
 
+    /// A changefeed id: 0 and 1 mean "the start" and "the latest" to clients.
+    fn next_change_id(&self) -> Result<u64, StoreError> {
+        loop {
+            let id = self.next_id()?;
+            if id > 1 {
+                return Ok(id);
+            }
+        }
+    }
+
     /// Stage `new` (replacing `old`, if any) in `batch`: the record and every index
     /// entry its status implies, with the old entries removed. The status change is
     /// checked here.
@@ -120,7 +139,7 @@ impl SledStore {
         let status_changed = old.is_none_or(|o| o.status != new.status);
         let checked_in = old.is_some_and(|o| o.check_in_at != new.check_in_at);
         if status_changed {
-            let id = self.next_id()?;
+            let id = self.next_change_id()?;
             let change = ChangeRecord {
                 id,
                 created_at: new.update_time,
@@ -253,6 +272,9 @@ impl Store for SledStore {
                     }
                 }
                 job.seq = self.next_id()?;
+                job.created_seq = job.seq;
+                job.event("Received", "accepted and stored");
+                batch.insert(&keys::all(job.created_seq, job.id)[..], Vec::<u8>::new());
                 self.stage(&mut batch, None, job)?;
             }
             self.apply(batch)?;
@@ -264,22 +286,36 @@ impl Store for SledStore {
         self.load(id)
     }
 
-    async fn job_claim(&self, worker_id: &str, now: u64) -> Result<Option<Job>, StoreError> {
+    async fn job_claim(
+        &self,
+        worker_id: &str,
+        now: u64,
+        fits: &mut (dyn for<'j> FnMut(&'j Job) -> bool + Send),
+    ) -> Result<Option<Job>, StoreError> {
         let _w = self.lock();
-        while let Some(entry) = self.db.scan_prefix([keys::QUEUE]).next() {
+        let mut stale = Vec::new();
+        let mut chosen = None;
+        for entry in self.db.scan_prefix([keys::QUEUE]).take(CLAIM_SCAN) {
             let (key, _) = entry?;
-            let Some(old) = keys::id_suffix(&key)
+            match keys::id_suffix(&key)
                 .map(|id| self.load(id))
                 .transpose()?
                 .flatten()
-            else {
-                self.db.remove(key)?; // index entry without a job: drop it
-                continue;
-            };
-            if old.status != Status::Pending {
-                self.db.remove(key)?; // stale entry
-                continue;
+            {
+                Some(job) if job.status == Status::Pending => {
+                    if fits(&job) {
+                        chosen = Some(job);
+                        break;
+                    }
+                }
+                // An index entry without a pending job behind it: drop it.
+                _ => stale.push(key),
             }
+        }
+        for key in stale {
+            self.db.remove(key)?;
+        }
+        if let Some(old) = chosen {
             let mut job = old.clone();
             job.status = Status::Running;
             job.update_time = now;
@@ -302,6 +338,7 @@ impl Store for SledStore {
                 peak_memory: None,
                 fuel_used: None,
             });
+            job.event("Started", format!("attempt {number} on {worker_id}"));
             let mut batch = ::sled::Batch::default();
             self.stage(&mut batch, Some(&old), &mut job)?;
             self.apply(batch)?;
@@ -326,6 +363,7 @@ impl Store for SledStore {
             }
             job.check_in = Some(message.to_string());
             job.check_in_at = Some(now);
+            job.event("Checkin", message);
             job.update_time = now;
             Ok(())
         });
@@ -343,6 +381,9 @@ impl Store for SledStore {
         next: Next,
         now: u64,
     ) -> Result<Job, StoreError> {
+        let end_outcome = end.outcome.clone();
+        let end_message = end.message.clone();
+        let decision = end.decision;
         self.update(id, |job| {
             if let Some(a) = job.attempts.last_mut() {
                 a.finished_at = Some(now);
@@ -353,6 +394,19 @@ impl Store for SledStore {
                 a.duration_us = Some(end.duration_us);
                 a.peak_memory = Some(end.peak_memory);
                 a.fuel_used = end.fuel_used;
+            }
+            if end_outcome == "killed" {
+                job.event("Killed", end_message.clone().unwrap_or_default());
+            }
+            let summary = match &end_message {
+                Some(m) => format!("{end_outcome}: {m}"),
+                None => end_outcome.clone(),
+            };
+            job.event("Terminated", summary);
+            match next {
+                Next::RetryAt(_) => job.event("Restarting", decision.clone()),
+                Next::Final(Status::Error) => job.event("Not Restarting", decision.clone()),
+                Next::Final(_) => {}
             }
             job.update_time = now;
             match next {
@@ -386,11 +440,25 @@ impl Store for SledStore {
                     job.status = command.final_status();
                     job.finished_at = Some(now);
                     job.command = Some(command);
+                    job.event("Terminated", format!("{} before it ran", job.status));
                     effect = CommandEffect::Ended(job.status);
                 }
                 Status::Running => {
                     // The first command wins: a cancel after a stop stays a stop.
-                    job.command.get_or_insert(command);
+                    if job.command.is_none() {
+                        job.command = Some(command);
+                        let what = if command == Command::Stop {
+                            "stop"
+                        } else {
+                            "cancel"
+                        };
+                        job.event(
+                            "Killing",
+                            format!(
+                                "{what} requested; killed after the stop timeout if still running"
+                            ),
+                        );
+                    }
                     effect = CommandEffect::Delivered;
                 }
                 done => effect = CommandEffect::AlreadyFinal(done),
@@ -489,6 +557,7 @@ impl Store for SledStore {
                     a.outcome = Some("interrupted".into());
                     a.message = Some("the server stopped while the attempt ran".into());
                 }
+                job.event("Restarting", "interrupted by a server restart");
                 job.update_time = now;
                 match job.command {
                     Some(c) => {
@@ -518,6 +587,7 @@ impl Store for SledStore {
         let mut job = old.clone();
         job.has_executions = true;
         job.update_time = now;
+        job.event("Sub-job launched", child.to_string());
         let mut batch = ::sled::Batch::default();
         batch.insert(
             &keys::execution(upstream, self.next_id()?)[..],
@@ -613,6 +683,9 @@ impl Store for SledStore {
                 && self.load(exec.id)?.is_none()
             {
                 exec.seq = self.next_id()?;
+                exec.created_seq = exec.seq;
+                exec.event("Received", format!("periodic execution of {template}"));
+                batch.insert(&keys::all(exec.created_seq, exec.id)[..], Vec::<u8>::new());
                 self.stage(&mut batch, None, &mut exec)?;
                 batch.insert(
                     &keys::execution(template, self.next_id()?)[..],
@@ -679,7 +752,7 @@ impl Store for SledStore {
     }
 
     async fn change_append(&self, mut record: ChangeRecord) -> Result<u64, StoreError> {
-        let id = self.next_id()?;
+        let id = self.next_change_id()?;
         record.id = id;
         if record.created_at == 0 {
             record.created_at = now_ms();
@@ -691,8 +764,125 @@ impl Store for SledStore {
         Ok(id)
     }
 
+    fn refuse_writes(&self, on: bool) {
+        self.refuse_writes.store(on, Ordering::Release);
+    }
+
     fn watch_index(&self) -> watch::Receiver<u64> {
         self.index.subscribe()
+    }
+
+    async fn job_event(&self, id: Uuid, kind: &str, message: &str) -> Result<(), StoreError> {
+        self.update(id, |job| {
+            job.event(kind, message);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    async fn job_list(
+        &self,
+        filter: &JobFilter,
+        after: Option<u64>,
+        limit: usize,
+        scan: usize,
+    ) -> Result<(Vec<Job>, Option<u64>), StoreError> {
+        let start = keys::all(after.map_or(0, |a| a.saturating_add(1)), Uuid::nil());
+        let mut out = Vec::new();
+        let mut last = None;
+        for (looked, entry) in self.db.range(start..).enumerate() {
+            let (k, _) = entry?;
+            if k.first() != Some(&keys::ALL) {
+                return Ok((out, None));
+            }
+            if out.len() >= limit || looked >= scan {
+                return Ok((out, last));
+            }
+            last = keys::schedule_time(&k);
+            if let Some(job) = keys::id_suffix(&k)
+                .map(|id| self.load(id))
+                .transpose()?
+                .flatten()
+                && filter.matches(&job)
+            {
+                out.push(job);
+            }
+        }
+        Ok((out, None))
+    }
+
+    async fn job_templates(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.db.scan_prefix([keys::TEMPLATE]).take(limit) {
+            let (k, _) = entry?;
+            if let Some(job) = keys::id_suffix(&k)
+                .map(|id| self.load(id))
+                .transpose()?
+                .flatten()
+            {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn worker_heartbeat(&self, worker: &WorkerRecord) -> Result<(), StoreError> {
+        if self.refuse_writes.load(Ordering::Acquire) {
+            return Err(StoreError::Injected);
+        }
+        let mut key = vec![keys::WORKER];
+        key.extend_from_slice(worker.id.as_bytes());
+        self.db
+            .insert(key, Self::encode(format!("worker {}", worker.id), worker)?)?;
+        Ok(())
+    }
+
+    async fn worker_list(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.db.scan_prefix([keys::WORKER]) {
+            let (k, v) = entry?;
+            out.push(
+                serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    source,
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn probe(&self) -> Result<(), StoreError> {
+        if self.refuse_writes.load(Ordering::Acquire) {
+            return Err(StoreError::Injected);
+        }
+        self.db
+            .insert([keys::META, b'p'], &now_ms().to_be_bytes()[..])?;
+        Ok(self.commit.durable().await?)
+    }
+
+    async fn change_list_before(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<ChangeRecord>, StoreError> {
+        let start = keys::seq_key(keys::CHANGE, 0);
+        let end = keys::seq_key(keys::CHANGE, before);
+        let mut out = Vec::new();
+        for entry in self.db.range(start..end).rev().take(limit) {
+            let (k, v) = entry?;
+            out.push(
+                serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
+                    key: format!("change {k:?}"),
+                    source,
+                })?,
+            );
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn change_exists(&self, id: u64) -> Result<bool, StoreError> {
+        Ok(self.db.contains_key(keys::seq_key(keys::CHANGE, id))?)
     }
 
     async fn queue_len(&self) -> Result<usize, StoreError> {

@@ -1,0 +1,106 @@
+//! Blocking queries (Nomad): `?index=N&wait=30s` answers as soon as the data's
+//! modify index passes N, or when `wait` (at most 5 minutes) is over. Waiters
+//! sleep on the store's index watch, so they cost nothing while nothing changes.
+//! Every response carries the store's index in `X-Wasmjobs-Index`.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::error::ApiError;
+use crate::service::JobService;
+
+pub const INDEX_HEADER: &str = "x-wasmjobs-index";
+/// The longest `wait`.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+/// `wait` when only `index` is given.
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+
+/// A parsed `index`/`wait` pair.
+#[derive(Debug, Clone, Copy)]
+pub struct Blocking {
+    pub index: u64,
+    pub wait: Duration,
+}
+
+/// Parse the query's `index` and `wait`; `None` when no `index` was given.
+pub fn parse(index: Option<&str>, wait: Option<&str>) -> Result<Option<Blocking>, ApiError> {
+    let wait = match wait {
+        None => None,
+        Some(w) => {
+            let d = match w.parse::<u64>() {
+                Ok(secs) => Duration::from_secs(secs),
+                Err(_) => humantime::parse_duration(w).map_err(|_| {
+                    ApiError::bad_request(format!("wait {w:?} is not a duration like 30s or 5m"))
+                })?,
+            };
+            if d > MAX_WAIT {
+                return Err(ApiError::bad_request(format!(
+                    "wait {w:?} is over the maximum of 5m"
+                )));
+            }
+            Some(d)
+        }
+    };
+    match index {
+        None if wait.is_some() => Err(ApiError::bad_request("wait needs an index")),
+        None => Ok(None),
+        Some(i) => {
+            let index = i.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("index {i:?} is not a non-negative integer"))
+            })?;
+            Ok(Some(Blocking {
+                index,
+                wait: wait.unwrap_or(DEFAULT_WAIT),
+            }))
+        }
+    }
+}
+
+/// Run `read` until its index passes `b.index` or the wait is over; returns the
+/// last answer.
+pub async fn wait_for<T, F, Fut>(
+    service: &JobService,
+    b: Option<Blocking>,
+    mut read: F,
+) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(T, u64), ApiError>>,
+{
+    let Some(b) = b else {
+        return read().await.map(|(t, _)| t);
+    };
+    let mut changes = service.store().watch_index();
+    let deadline = tokio::time::Instant::now() + b.wait;
+    loop {
+        changes.borrow_and_update();
+        let (value, index) = read().await?;
+        if index > b.index || tokio::time::Instant::now() >= deadline {
+            return Ok(value);
+        }
+        tokio::select! {
+            _ = changes.changed() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Adds `X-Wasmjobs-Index` (the store's current index) to every response that
+/// does not set it.
+pub async fn index_header(
+    State(service): State<JobService>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    let index = *service.store().watch_index().borrow();
+    response
+        .headers_mut()
+        .entry(INDEX_HEADER)
+        .or_insert_with(|| HeaderValue::from(index));
+    response
+}

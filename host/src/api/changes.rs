@@ -1,0 +1,105 @@
+//! The audit changefeed (MSR): `GET /api/v1/changes?change_id=&records=`.
+//!
+//! - `change_id=0`: from the beginning, `records` forward;
+//! - `change_id=1`: the most recent records (`records` is taken as negative);
+//! - a negative `records`: the records *preceding* `change_id`;
+//! - `change_id` itself is excluded; records always come oldest to newest; ids
+//!   are opaque strings to clients and only grow.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use crate::service::{JobService, ServiceError};
+use crate::store::ChangeRecord;
+
+const MAX_RECORDS: i64 = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ChangesQuery {
+    change_id: Option<String>,
+    records: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(super) struct ChangeView {
+    id: String,
+    created_at: String,
+    category: String,
+    job_id: Option<String>,
+    name: String,
+    status: String,
+    version: u64,
+    plugin_digest: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(super) struct ChangesPage {
+    count: usize,
+    records: Vec<ChangeView>,
+}
+
+fn view(c: ChangeRecord) -> ChangeView {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(c.created_at);
+    ChangeView {
+        id: c.id.to_string(),
+        created_at: humantime::format_rfc3339_millis(at).to_string(),
+        category: c.category,
+        job_id: c.job_id.map(|j| j.to_string()),
+        name: c.name,
+        status: c.status,
+        version: c.version,
+        plugin_digest: c.plugin_digest,
+    }
+}
+
+pub(super) async fn list(
+    State(service): State<JobService>,
+    query: Result<Query<ChangesQuery>, QueryRejection>,
+) -> Result<Json<ChangesPage>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let change_id = match q.change_id.as_deref() {
+        None => 0,
+        Some(c) => c.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("change_id {c:?} was not issued by this server"))
+        })?,
+    };
+    let records = match q.records.as_deref() {
+        None => 100,
+        Some(r) => r
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("records {r:?} is not an integer")))?,
+    };
+    if records == 0 || records.abs() > MAX_RECORDS {
+        return Err(ApiError::bad_request(format!(
+            "records must be between -{MAX_RECORDS} and {MAX_RECORDS} and not 0, not {records}"
+        )));
+    }
+    let store = service.store();
+    if change_id > 1
+        && !store
+            .change_exists(change_id)
+            .await
+            .map_err(ServiceError::from)?
+    {
+        return Err(ApiError::bad_request(format!(
+            "change_id {change_id:?} was not issued by this server"
+        )));
+    }
+    let limit = records.unsigned_abs() as usize;
+    let found = match (change_id, records) {
+        (1, _) => store.change_list_before(u64::MAX, limit).await,
+        (0, r) if r < 0 => Ok(Vec::new()),
+        (id, r) if r < 0 => store.change_list_before(id, limit).await,
+        (id, _) => store.change_list(id, limit).await,
+    }
+    .map_err(ServiceError::from)?;
+    let records: Vec<ChangeView> = found.into_iter().map(view).collect();
+    Ok(Json(ChangesPage {
+        count: records.len(),
+        records,
+    }))
+}
