@@ -6,10 +6,13 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 use uuid::Uuid;
+
+mod feeds;
+mod write;
 
 use super::commit::GroupCommit;
 use super::keys;
@@ -56,197 +59,6 @@ impl SledStore {
             refuse_writes: std::sync::atomic::AtomicBool::new(false),
         })
     }
-
-    /// Apply a batch built by `stage` and wake whoever watches the index.
-    fn apply(&self, batch: ::sled::Batch) -> Result<(), StoreError> {
-        if self.refuse_writes.load(Ordering::Acquire) {
-            return Err(StoreError::Injected);
-        }
-        self.db.apply_batch(batch)?;
-        let index = self.staged_index.load(Ordering::Acquire);
-        self.index.send_if_modified(|current| {
-            let newer = index > *current;
-            if newer {
-                *current = index;
-            }
-            newer
-        });
-        Ok(())
-    }
-
-    fn encode<T: serde::Serialize>(key: String, value: &T) -> Result<Vec<u8>, StoreError> {
-        serde_json::to_vec(value).map_err(|source| StoreError::Corrupt { key, source })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        self.write.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn load(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
-        match self.db.get(keys::job(id))? {
-            None => Ok(None),
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|source| StoreError::Corrupt {
-                        key: id.to_string(),
-                        source,
-                    })
-            }
-        }
-    }
-
-    fn must_load(&self, id: Uuid) -> Result<Job, StoreError> {
-        self.load(id)?.ok_or(StoreError::NotFound(id))
-    }
-
-    fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()?)
-    }
-
-    /// A changefeed id: 0 and 1 mean "the start" and "the latest" to clients.
-    fn next_change_id(&self) -> Result<u64, StoreError> {
-        loop {
-            let id = self.next_id()?;
-            if id > 1 {
-                return Ok(id);
-            }
-        }
-    }
-
-    /// Stage `new` (replacing `old`, if any) in `batch`: the record and every index
-    /// entry its status implies, with the old entries removed. The status change is
-    /// checked here.
-    fn stage(
-        &self,
-        batch: &mut ::sled::Batch,
-        old: Option<&Job>,
-        new: &mut Job,
-    ) -> Result<(), StoreError> {
-        if let Some(old) = old {
-            if old.status != new.status && !old.status.can_become(new.status) {
-                return Err(StoreError::Transition {
-                    id: new.id,
-                    from: old.status,
-                    to: new.status,
-                });
-            }
-            new.revision = old.revision + 1;
-        }
-        new.modify_index = self.next_id()?;
-        self.staged_index
-            .fetch_max(new.modify_index, Ordering::AcqRel);
-        let status_changed = old.is_none_or(|o| o.status != new.status);
-        let checked_in = old.is_some_and(|o| o.check_in_at != new.check_in_at);
-        if status_changed {
-            let id = self.next_change_id()?;
-            let change = ChangeRecord {
-                id,
-                created_at: new.update_time,
-                category: "job".into(),
-                job_id: Some(new.id),
-                name: new.name.clone(),
-                status: new.status.as_str().into(),
-                version: new.revision,
-                plugin_digest: new
-                    .attempts
-                    .last()
-                    .map(|a| a.plugin_digest.clone())
-                    .filter(|d| !d.is_empty()),
-            };
-            batch.insert(
-                &keys::seq_key(keys::CHANGE, id)[..],
-                Self::encode(format!("change {id}"), &change)?,
-            );
-        }
-        if let Some(url) = &new.status_hook
-            && (status_changed || checked_in)
-        {
-            let seq = self.next_id()?;
-            let hook = HookRecord {
-                seq,
-                url: url.clone(),
-                job: new.clone(),
-                attempts: 0,
-                created_at: new.update_time,
-                next_at: 0,
-            };
-            batch.insert(
-                &keys::seq_key(keys::HOOK, seq)[..],
-                Self::encode(format!("hook {seq}"), &hook)?,
-            );
-        }
-        let before: BTreeSet<Vec<u8>> = old
-            .map(index_entries)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        let after = index_entries(new);
-        for k in &before {
-            if !after.iter().any(|(a, _)| a == k) {
-                batch.remove(k.as_slice());
-            }
-        }
-        for (k, v) in after {
-            batch.insert(k, v);
-        }
-        batch.insert(
-            &keys::job(new.id)[..],
-            Self::encode(new.id.to_string(), new)?,
-        );
-        Ok(())
-    }
-
-    /// Load, change and write one job under the write lock.
-    fn update(
-        &self,
-        id: Uuid,
-        change: impl FnOnce(&mut Job) -> Result<(), StoreError>,
-    ) -> Result<Job, StoreError> {
-        let _w = self.lock();
-        let old = self.must_load(id)?;
-        let mut new = old.clone();
-        change(&mut new)?;
-        let mut batch = ::sled::Batch::default();
-        self.stage(&mut batch, Some(&old), &mut new)?;
-        self.apply(batch)?;
-        Ok(new)
-    }
-
-    fn requeue(&self, job: &mut Job) -> Result<(), StoreError> {
-        job.status = Status::Pending;
-        job.seq = self.next_id()?;
-        job.run_at = None;
-        Ok(())
-    }
-}
-
-/// The index entries a job in its current state must have.
-fn index_entries(job: &Job) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::with_capacity(2);
-    match job.status {
-        Status::Pending => out.push((
-            keys::queue(job.priority, job.seq, job.id).to_vec(),
-            Vec::new(),
-        )),
-        Status::Scheduled => match (job.run_at, job.kind) {
-            (Some(at), Kind::Periodic) => {
-                out.push((keys::template(at, job.id).to_vec(), Vec::new()))
-            }
-            (Some(at), _) => out.push((keys::schedule(at, job.id).to_vec(), Vec::new())),
-            (None, _) => {}
-        },
-        Status::Running => out.push((keys::running(job.id).to_vec(), Vec::new())),
-        _ => {}
-    }
-    if job.unique && !job.status.is_final() {
-        out.push((
-            keys::unique(&job.name, &job.params).to_vec(),
-            job.id.as_bytes().to_vec(),
-        ));
-    }
-    out
 }
 
 #[async_trait::async_trait]
@@ -603,19 +415,7 @@ impl Store for SledStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Uuid)>, StoreError> {
-        let prefix = keys::executions_of(upstream);
-        let start = keys::execution(upstream, after.map_or(0, |a| a.saturating_add(1)));
-        let mut out = Vec::new();
-        for entry in self.db.range(start..) {
-            let (k, v) = entry?;
-            if !k.starts_with(&prefix) || out.len() >= limit {
-                break;
-            }
-            if let (Some(seq), Ok(id)) = (keys::execution_seq(&k), Uuid::from_slice(&v)) {
-                out.push((seq, id));
-            }
-        }
-        Ok(out)
+        feeds::job_executions(self, upstream, after, limit)
     }
 
     async fn job_executions_latest(
@@ -623,38 +423,11 @@ impl Store for SledStore {
         upstream: Uuid,
         limit: usize,
     ) -> Result<Vec<Uuid>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self
-            .db
-            .scan_prefix(keys::executions_of(upstream))
-            .rev()
-            .take(limit)
-        {
-            let (_, v) = entry?;
-            if let Ok(id) = Uuid::from_slice(&v) {
-                out.push(id);
-            }
-        }
-        out.reverse();
-        Ok(out)
+        feeds::job_executions_latest(self, upstream, limit)
     }
 
     async fn job_due_templates(&self, now: u64, limit: usize) -> Result<Vec<Job>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.db.scan_prefix([keys::TEMPLATE]) {
-            let (key, _) = entry?;
-            if out.len() >= limit || keys::schedule_time(&key).is_none_or(|at| at > now) {
-                break;
-            }
-            if let Some(job) = keys::id_suffix(&key)
-                .map(|id| self.load(id))
-                .transpose()?
-                .flatten()
-            {
-                out.push(job);
-            }
-        }
-        Ok(out)
+        feeds::job_due_templates(self, now, limit)
     }
 
     async fn job_fire(
@@ -710,58 +483,23 @@ impl Store for SledStore {
     }
 
     async fn hook_list(&self, limit: usize) -> Result<Vec<HookRecord>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.db.scan_prefix([keys::HOOK]).take(limit) {
-            let (k, v) = entry?;
-            let hook = serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
-                key: format!("hook {k:?}"),
-                source,
-            })?;
-            out.push(hook);
-        }
-        Ok(out)
+        feeds::hook_list(self, limit)
     }
 
     async fn hook_done(&self, seq: u64) -> Result<(), StoreError> {
-        self.db.remove(keys::seq_key(keys::HOOK, seq))?;
-        Ok(())
+        feeds::hook_done(self, seq)
     }
 
     async fn hook_retry(&self, hook: &HookRecord) -> Result<(), StoreError> {
-        let key = keys::seq_key(keys::HOOK, hook.seq);
-        self.db
-            .insert(key, Self::encode(format!("hook {}", hook.seq), hook)?)?;
-        Ok(())
+        feeds::hook_retry(self, hook)
     }
 
     async fn change_list(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StoreError> {
-        let start = keys::seq_key(keys::CHANGE, after.saturating_add(1));
-        let mut out = Vec::new();
-        for entry in self.db.range(start..) {
-            let (k, v) = entry?;
-            if k.first() != Some(&keys::CHANGE) || out.len() >= limit {
-                break;
-            }
-            let change = serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
-                key: format!("change {k:?}"),
-                source,
-            })?;
-            out.push(change);
-        }
-        Ok(out)
+        feeds::change_list(self, after, limit)
     }
 
-    async fn change_append(&self, mut record: ChangeRecord) -> Result<u64, StoreError> {
-        let id = self.next_change_id()?;
-        record.id = id;
-        if record.created_at == 0 {
-            record.created_at = now_ms();
-        }
-        self.db.insert(
-            keys::seq_key(keys::CHANGE, id),
-            Self::encode(format!("change {id}"), &record)?,
-        )?;
-        Ok(id)
+    async fn change_append(&self, record: ChangeRecord) -> Result<u64, StoreError> {
+        feeds::change_append(self, record)
     }
 
     fn refuse_writes(&self, on: bool) {
@@ -787,68 +525,19 @@ impl Store for SledStore {
         limit: usize,
         scan: usize,
     ) -> Result<(Vec<Job>, Option<u64>), StoreError> {
-        let start = keys::all(after.map_or(0, |a| a.saturating_add(1)), Uuid::nil());
-        let mut out = Vec::new();
-        let mut last = None;
-        for (looked, entry) in self.db.range(start..).enumerate() {
-            let (k, _) = entry?;
-            if k.first() != Some(&keys::ALL) {
-                return Ok((out, None));
-            }
-            if out.len() >= limit || looked >= scan {
-                return Ok((out, last));
-            }
-            last = keys::schedule_time(&k);
-            if let Some(job) = keys::id_suffix(&k)
-                .map(|id| self.load(id))
-                .transpose()?
-                .flatten()
-                && filter.matches(&job)
-            {
-                out.push(job);
-            }
-        }
-        Ok((out, None))
+        feeds::job_list(self, filter, after, limit, scan)
     }
 
     async fn job_templates(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.db.scan_prefix([keys::TEMPLATE]).take(limit) {
-            let (k, _) = entry?;
-            if let Some(job) = keys::id_suffix(&k)
-                .map(|id| self.load(id))
-                .transpose()?
-                .flatten()
-            {
-                out.push(job);
-            }
-        }
-        Ok(out)
+        feeds::job_templates(self, limit)
     }
 
     async fn worker_heartbeat(&self, worker: &WorkerRecord) -> Result<(), StoreError> {
-        if self.refuse_writes.load(Ordering::Acquire) {
-            return Err(StoreError::Injected);
-        }
-        let mut key = vec![keys::WORKER];
-        key.extend_from_slice(worker.id.as_bytes());
-        self.db
-            .insert(key, Self::encode(format!("worker {}", worker.id), worker)?)?;
-        Ok(())
+        feeds::worker_heartbeat(self, worker)
     }
 
     async fn worker_list(&self) -> Result<Vec<WorkerRecord>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.db.scan_prefix([keys::WORKER]) {
-            let (k, v) = entry?;
-            out.push(
-                serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    source,
-                })?,
-            );
-        }
-        Ok(out)
+        feeds::worker_list(self)
     }
 
     async fn probe(&self) -> Result<(), StoreError> {
@@ -865,24 +554,11 @@ impl Store for SledStore {
         before: u64,
         limit: usize,
     ) -> Result<Vec<ChangeRecord>, StoreError> {
-        let start = keys::seq_key(keys::CHANGE, 0);
-        let end = keys::seq_key(keys::CHANGE, before);
-        let mut out = Vec::new();
-        for entry in self.db.range(start..end).rev().take(limit) {
-            let (k, v) = entry?;
-            out.push(
-                serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
-                    key: format!("change {k:?}"),
-                    source,
-                })?,
-            );
-        }
-        out.reverse();
-        Ok(out)
+        feeds::change_list_before(self, before, limit)
     }
 
     async fn change_exists(&self, id: u64) -> Result<bool, StoreError> {
-        Ok(self.db.contains_key(keys::seq_key(keys::CHANGE, id))?)
+        feeds::change_exists(self, id)
     }
 
     async fn queue_len(&self) -> Result<usize, StoreError> {

@@ -1,0 +1,236 @@
+//! The sled store's reads and side records: executions, templates, the jobs
+//! list, webhook deliveries, the changefeed and worker heartbeats. Each is a
+//! plain function of the store, called by its `Store` impl in `mod.rs`.
+
+use std::sync::atomic::Ordering;
+
+use uuid::Uuid;
+
+use super::SledStore;
+use crate::job::{Job, now_ms};
+use crate::store::{ChangeRecord, HookRecord, JobFilter, StoreError, WorkerRecord, keys};
+
+pub(super) fn job_executions(
+    store: &SledStore,
+    upstream: Uuid,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Vec<(u64, Uuid)>, StoreError> {
+    let prefix = keys::executions_of(upstream);
+    let start = keys::execution(upstream, after.map_or(0, |a| a.saturating_add(1)));
+    let mut out = Vec::new();
+    for entry in store.db.range(start..) {
+        let (k, v) = entry?;
+        if !k.starts_with(&prefix) || out.len() >= limit {
+            break;
+        }
+        if let (Some(seq), Ok(id)) = (keys::execution_seq(&k), Uuid::from_slice(&v)) {
+            out.push((seq, id));
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn job_executions_latest(
+    store: &SledStore,
+    upstream: Uuid,
+    limit: usize,
+) -> Result<Vec<Uuid>, StoreError> {
+    let mut out = Vec::new();
+    for entry in store
+        .db
+        .scan_prefix(keys::executions_of(upstream))
+        .rev()
+        .take(limit)
+    {
+        let (_, v) = entry?;
+        if let Ok(id) = Uuid::from_slice(&v) {
+            out.push(id);
+        }
+    }
+    out.reverse();
+    Ok(out)
+}
+
+pub(super) fn job_due_templates(
+    store: &SledStore,
+    now: u64,
+    limit: usize,
+) -> Result<Vec<Job>, StoreError> {
+    let mut out = Vec::new();
+    for entry in store.db.scan_prefix([keys::TEMPLATE]) {
+        let (key, _) = entry?;
+        if out.len() >= limit || keys::schedule_time(&key).is_none_or(|at| at > now) {
+            break;
+        }
+        if let Some(job) = keys::id_suffix(&key)
+            .map(|id| store.load(id))
+            .transpose()?
+            .flatten()
+        {
+            out.push(job);
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn hook_list(store: &SledStore, limit: usize) -> Result<Vec<HookRecord>, StoreError> {
+    let mut out = Vec::new();
+    for entry in store.db.scan_prefix([keys::HOOK]).take(limit) {
+        let (k, v) = entry?;
+        let hook = serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
+            key: format!("hook {k:?}"),
+            source,
+        })?;
+        out.push(hook);
+    }
+    Ok(out)
+}
+
+pub(super) fn hook_done(store: &SledStore, seq: u64) -> Result<(), StoreError> {
+    store.db.remove(keys::seq_key(keys::HOOK, seq))?;
+    Ok(())
+}
+
+pub(super) fn hook_retry(store: &SledStore, hook: &HookRecord) -> Result<(), StoreError> {
+    let key = keys::seq_key(keys::HOOK, hook.seq);
+    store
+        .db
+        .insert(key, SledStore::encode(format!("hook {}", hook.seq), hook)?)?;
+    Ok(())
+}
+
+pub(super) fn change_list(
+    store: &SledStore,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<ChangeRecord>, StoreError> {
+    let start = keys::seq_key(keys::CHANGE, after.saturating_add(1));
+    let mut out = Vec::new();
+    for entry in store.db.range(start..) {
+        let (k, v) = entry?;
+        if k.first() != Some(&keys::CHANGE) || out.len() >= limit {
+            break;
+        }
+        let change = serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
+            key: format!("change {k:?}"),
+            source,
+        })?;
+        out.push(change);
+    }
+    Ok(out)
+}
+
+pub(super) fn change_append(
+    store: &SledStore,
+    mut record: ChangeRecord,
+) -> Result<u64, StoreError> {
+    let id = store.next_change_id()?;
+    record.id = id;
+    if record.created_at == 0 {
+        record.created_at = now_ms();
+    }
+    store.db.insert(
+        keys::seq_key(keys::CHANGE, id),
+        SledStore::encode(format!("change {id}"), &record)?,
+    )?;
+    Ok(id)
+}
+
+pub(super) fn job_list(
+    store: &SledStore,
+    filter: &JobFilter,
+    after: Option<u64>,
+    limit: usize,
+    scan: usize,
+) -> Result<(Vec<Job>, Option<u64>), StoreError> {
+    let start = keys::all(after.map_or(0, |a| a.saturating_add(1)), Uuid::nil());
+    let mut out = Vec::new();
+    let mut last = None;
+    for (looked, entry) in store.db.range(start..).enumerate() {
+        let (k, _) = entry?;
+        if k.first() != Some(&keys::ALL) {
+            return Ok((out, None));
+        }
+        if out.len() >= limit || looked >= scan {
+            return Ok((out, last));
+        }
+        last = keys::schedule_time(&k);
+        if let Some(job) = keys::id_suffix(&k)
+            .map(|id| store.load(id))
+            .transpose()?
+            .flatten()
+            && filter.matches(&job)
+        {
+            out.push(job);
+        }
+    }
+    Ok((out, None))
+}
+
+pub(super) fn job_templates(store: &SledStore, limit: usize) -> Result<Vec<Job>, StoreError> {
+    let mut out = Vec::new();
+    for entry in store.db.scan_prefix([keys::TEMPLATE]).take(limit) {
+        let (k, _) = entry?;
+        if let Some(job) = keys::id_suffix(&k)
+            .map(|id| store.load(id))
+            .transpose()?
+            .flatten()
+        {
+            out.push(job);
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn worker_heartbeat(store: &SledStore, worker: &WorkerRecord) -> Result<(), StoreError> {
+    if store.refuse_writes.load(Ordering::Acquire) {
+        return Err(StoreError::Injected);
+    }
+    let mut key = vec![keys::WORKER];
+    key.extend_from_slice(worker.id.as_bytes());
+    store.db.insert(
+        key,
+        SledStore::encode(format!("worker {}", worker.id), worker)?,
+    )?;
+    Ok(())
+}
+
+pub(super) fn worker_list(store: &SledStore) -> Result<Vec<WorkerRecord>, StoreError> {
+    let mut out = Vec::new();
+    for entry in store.db.scan_prefix([keys::WORKER]) {
+        let (k, v) = entry?;
+        out.push(
+            serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                source,
+            })?,
+        );
+    }
+    Ok(out)
+}
+
+pub(super) fn change_list_before(
+    store: &SledStore,
+    before: u64,
+    limit: usize,
+) -> Result<Vec<ChangeRecord>, StoreError> {
+    let start = keys::seq_key(keys::CHANGE, 0);
+    let end = keys::seq_key(keys::CHANGE, before);
+    let mut out = Vec::new();
+    for entry in store.db.range(start..end).rev().take(limit) {
+        let (k, v) = entry?;
+        out.push(
+            serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
+                key: format!("change {k:?}"),
+                source,
+            })?,
+        );
+    }
+    out.reverse();
+    Ok(out)
+}
+
+pub(super) fn change_exists(store: &SledStore, id: u64) -> Result<bool, StoreError> {
+    Ok(store.db.contains_key(keys::seq_key(keys::CHANGE, id))?)
+}

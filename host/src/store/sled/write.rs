@@ -1,0 +1,210 @@
+//! How the sled store writes: every change is staged into one batch with the
+//! index entries its status implies (old ones removed), its changefeed record
+//! and its webhook delivery, checked against the allowed transitions, and applied
+//! atomically under the write lock.
+
+use std::collections::BTreeSet;
+use std::sync::MutexGuard;
+use std::sync::atomic::Ordering;
+
+use uuid::Uuid;
+
+use super::SledStore;
+use crate::job::{Job, Kind, Status};
+use crate::store::{ChangeRecord, HookRecord, StoreError, keys};
+
+impl SledStore {
+    /// Apply a batch built by `stage` and wake whoever watches the index.
+    pub(super) fn apply(&self, batch: ::sled::Batch) -> Result<(), StoreError> {
+        if self.refuse_writes.load(Ordering::Acquire) {
+            return Err(StoreError::Injected);
+        }
+        self.db.apply_batch(batch)?;
+        let index = self.staged_index.load(Ordering::Acquire);
+        self.index.send_if_modified(|current| {
+            let newer = index > *current;
+            if newer {
+                *current = index;
+            }
+            newer
+        });
+        Ok(())
+    }
+
+    pub(super) fn encode<T: serde::Serialize>(
+        key: String,
+        value: &T,
+    ) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(value).map_err(|source| StoreError::Corrupt { key, source })
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn load(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        match self.db.get(keys::job(id))? {
+            None => Ok(None),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StoreError::Corrupt {
+                        key: id.to_string(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    pub(super) fn must_load(&self, id: Uuid) -> Result<Job, StoreError> {
+        self.load(id)?.ok_or(StoreError::NotFound(id))
+    }
+
+    pub(super) fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// A changefeed id: 0 and 1 mean "the start" and "the latest" to clients.
+    pub(super) fn next_change_id(&self) -> Result<u64, StoreError> {
+        loop {
+            let id = self.next_id()?;
+            if id > 1 {
+                return Ok(id);
+            }
+        }
+    }
+
+    /// Stage `new` (replacing `old`, if any) in `batch`: the record and every index
+    /// entry its status implies, with the old entries removed. The status change is
+    /// checked here.
+    pub(super) fn stage(
+        &self,
+        batch: &mut ::sled::Batch,
+        old: Option<&Job>,
+        new: &mut Job,
+    ) -> Result<(), StoreError> {
+        if let Some(old) = old {
+            if old.status != new.status && !old.status.can_become(new.status) {
+                return Err(StoreError::Transition {
+                    id: new.id,
+                    from: old.status,
+                    to: new.status,
+                });
+            }
+            new.revision = old.revision + 1;
+        }
+        new.modify_index = self.next_id()?;
+        self.staged_index
+            .fetch_max(new.modify_index, Ordering::AcqRel);
+        let status_changed = old.is_none_or(|o| o.status != new.status);
+        let checked_in = old.is_some_and(|o| o.check_in_at != new.check_in_at);
+        if status_changed {
+            let id = self.next_change_id()?;
+            let change = ChangeRecord {
+                id,
+                created_at: new.update_time,
+                category: "job".into(),
+                job_id: Some(new.id),
+                name: new.name.clone(),
+                status: new.status.as_str().into(),
+                version: new.revision,
+                plugin_digest: new
+                    .attempts
+                    .last()
+                    .map(|a| a.plugin_digest.clone())
+                    .filter(|d| !d.is_empty()),
+            };
+            batch.insert(
+                &keys::seq_key(keys::CHANGE, id)[..],
+                Self::encode(format!("change {id}"), &change)?,
+            );
+        }
+        if let Some(url) = &new.status_hook
+            && (status_changed || checked_in)
+        {
+            let seq = self.next_id()?;
+            let hook = HookRecord {
+                seq,
+                url: url.clone(),
+                job: new.clone(),
+                attempts: 0,
+                created_at: new.update_time,
+                next_at: 0,
+            };
+            batch.insert(
+                &keys::seq_key(keys::HOOK, seq)[..],
+                Self::encode(format!("hook {seq}"), &hook)?,
+            );
+        }
+        let before: BTreeSet<Vec<u8>> = old
+            .map(index_entries)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let after = index_entries(new);
+        for k in &before {
+            if !after.iter().any(|(a, _)| a == k) {
+                batch.remove(k.as_slice());
+            }
+        }
+        for (k, v) in after {
+            batch.insert(k, v);
+        }
+        batch.insert(
+            &keys::job(new.id)[..],
+            Self::encode(new.id.to_string(), new)?,
+        );
+        Ok(())
+    }
+
+    /// Load, change and write one job under the write lock.
+    pub(super) fn update(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut Job) -> Result<(), StoreError>,
+    ) -> Result<Job, StoreError> {
+        let _w = self.lock();
+        let old = self.must_load(id)?;
+        let mut new = old.clone();
+        change(&mut new)?;
+        let mut batch = ::sled::Batch::default();
+        self.stage(&mut batch, Some(&old), &mut new)?;
+        self.apply(batch)?;
+        Ok(new)
+    }
+
+    pub(super) fn requeue(&self, job: &mut Job) -> Result<(), StoreError> {
+        job.status = Status::Pending;
+        job.seq = self.next_id()?;
+        job.run_at = None;
+        Ok(())
+    }
+}
+
+/// The index entries a job in its current state must have.
+fn index_entries(job: &Job) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::with_capacity(2);
+    match job.status {
+        Status::Pending => out.push((
+            keys::queue(job.priority, job.seq, job.id).to_vec(),
+            Vec::new(),
+        )),
+        Status::Scheduled => match (job.run_at, job.kind) {
+            (Some(at), Kind::Periodic) => {
+                out.push((keys::template(at, job.id).to_vec(), Vec::new()))
+            }
+            (Some(at), _) => out.push((keys::schedule(at, job.id).to_vec(), Vec::new())),
+            (None, _) => {}
+        },
+        Status::Running => out.push((keys::running(job.id).to_vec(), Vec::new())),
+        _ => {}
+    }
+    if job.unique && !job.status.is_final() {
+        out.push((
+            keys::unique(&job.name, &job.params).to_vec(),
+            job.id.as_bytes().to_vec(),
+        ));
+    }
+    out
+}
