@@ -14,18 +14,6 @@ use std::time::{Duration, Instant};
 use wasmjobs::runtime::{AttemptSpec, Control, Outcome, Plugin, Runtime, RuntimeConfig};
 use wasmjobs_tests::{RecordingHost, registry_on};
 
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Run `jobs` noop attempts on `workers` concurrent tasks; returns (jobs/s, startup µs per job).
 async fn drain(rt: &Arc<Runtime>, noop: &Arc<Plugin>, jobs: usize, workers: usize) -> (f64, f64) {
     let next = Arc::new(AtomicUsize::new(0));
@@ -61,14 +49,12 @@ async fn drain(rt: &Arc<Runtime>, noop: &Arc<Plugin>, jobs: usize, workers: usiz
     )
 }
 
+use wasmjobs_tests::bench::{env_usize, median, runtime};
+
 fn main() {
     let jobs = env_usize("BENCH_JOBS", 20_000);
     let runs = env_usize("BENCH_RUNS", 5);
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
+    let tokio = runtime();
     tokio.block_on(async {
         let cfg = RuntimeConfig {
             max_concurrent_jobs: 16,

@@ -14,13 +14,6 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use wasmjobs_tests::server::{SECRET, TestServer};
 
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn later() -> serde_json::Value {
     json!({"name": "noop", "metadata": {"kind": "Scheduled", "schedule_delay": 3600}})
 }
@@ -112,19 +105,12 @@ async fn drain_rate(s: &TestServer, n: usize) -> f64 {
     n as f64 / due.elapsed().as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use wasmjobs_tests::bench::{env_usize, median, runtime};
 
 fn main() {
     let jobs = env_usize("BENCH_JOBS", 20_000).max(1000);
     let runs = env_usize("BENCH_RUNS", 3);
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
+    let tokio = runtime();
     tokio.block_on(async {
         let mut rows: Vec<(String, f64)> = Vec::new();
         let mut measure = |name: &str, v: Vec<f64>| rows.push((name.to_string(), median(v)));

@@ -3,6 +3,7 @@
 //! runtime sized for tests, a [`RecordingHost`] that keeps what a guest sent, and
 //! a [`server::TestServer`] running a real node on `127.0.0.1:0`.
 
+pub mod bench;
 pub mod server;
 
 use std::collections::HashMap;
