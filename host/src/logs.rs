@@ -35,25 +35,15 @@ impl JobLogs {
         &self.dir
     }
 
-    /// A writer appending to job `id`'s log (the file is created now, so a job that
-    /// has started always has a log).
+    /// A writer appending to job `id`'s log. The file is created by the first
+    /// line written: most jobs (all `noop`s) never write one, and creating a file
+    /// per job was the largest cost of running a short job.
     pub fn writer(&self, id: Uuid) -> LogWriter {
-        let file = self.loggers.file.and_then(|level| {
-            let opened = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.path(id));
-            match opened {
-                Ok(f) => Some((level, Mutex::new(f))),
-                Err(e) => {
-                    tracing::error!(job = %id, error = %e, "cannot open the job log file");
-                    None
-                }
-            }
-        });
         LogWriter {
             id,
-            file,
+            path: self.path(id),
+            file_level: self.loggers.file,
+            file: Mutex::new(None),
             stdout: self.loggers.stdout,
         }
     }
@@ -63,17 +53,12 @@ impl JobLogs {
         self.loggers.retention
     }
 
-    /// Delete the log files not written to for `older_than`, except those of the
-    /// jobs in `live` (running here). Returns how many were deleted.
-    pub fn sweep(
-        &self,
-        older_than: std::time::Duration,
-        live: &std::collections::HashSet<Uuid>,
-    ) -> std::io::Result<usize> {
+    /// The jobs whose log file was not written to for `older_than`.
+    pub fn stale(&self, older_than: std::time::Duration) -> std::io::Result<Vec<Uuid>> {
         let cutoff = SystemTime::now()
             .checked_sub(older_than)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut removed = 0;
+        let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
             let path = entry.path();
@@ -85,19 +70,23 @@ impl JobLogs {
             else {
                 continue;
             };
-            if live.contains(&id) {
-                continue;
-            }
-            let modified = entry.metadata().and_then(|m| m.modified());
-            if modified.is_ok_and(|m| m < cutoff) {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => removed += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
+            if entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m < cutoff)
+            {
+                out.push(id);
             }
         }
-        Ok(removed)
+        Ok(out)
+    }
+
+    /// Delete job `id`'s log file.
+    pub fn remove(&self, id: Uuid) -> std::io::Result<()> {
+        match std::fs::remove_file(self.path(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// The whole log of job `id`, or `None` if it has none.
@@ -114,13 +103,16 @@ impl JobLogs {
 #[derive(Debug)]
 pub struct LogWriter {
     id: Uuid,
-    file: Option<(Level, Mutex<File>)>,
+    path: PathBuf,
+    file_level: Option<Level>,
+    /// Opened by the first line.
+    file: Mutex<Option<File>>,
     stdout: Option<Level>,
 }
 
 impl LogWriter {
     pub fn line(&self, level: LogLevel, stream: LogStream, message: &str) {
-        if let Some((min, file)) = &self.file
+        if let Some(min) = self.file_level
             && min.admits(level)
         {
             let tag = match stream {
@@ -131,9 +123,23 @@ impl LogWriter {
             };
             let now = humantime::format_rfc3339_millis(SystemTime::now());
             let line = format!("{now} [{level}]{tag} {message}\n");
-            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+            let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            if file.is_none() {
+                match OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+                {
+                    Ok(f) => *file = Some(f),
+                    Err(e) => {
+                        tracing::error!(job = %self.id, error = %e, "cannot open the job log file")
+                    }
+                }
+            }
             // One write per line on an O_APPEND file: lines never interleave.
-            if let Err(e) = f.write_all(line.as_bytes()) {
+            if let Some(f) = file.as_mut()
+                && let Err(e) = f.write_all(line.as_bytes())
+            {
                 tracing::warn!(job = %self.id, error = %e, "cannot write the job log");
             }
         }
@@ -143,6 +149,70 @@ impl LogWriter {
             tracing::info!(job = %self.id, %level, ?stream, "{message}");
         }
     }
+}
+
+/// A job's log as served: the file's lines merged, by time, with a line for the
+/// start and the end of each attempt (taken from the job's record, so a job that
+/// printed nothing still has a log).
+pub fn compose(file: Option<&str>, attempts: &[crate::job::Attempt]) -> String {
+    let stamp = |ms: u64| {
+        humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+        )
+        .to_string()
+    };
+    let mut notes: Vec<(String, String)> = Vec::new();
+    for a in attempts {
+        let at = stamp(a.started_at);
+        notes.push((
+            at.clone(),
+            format!(
+                "{at} [INFO] [host] attempt {} started on {}",
+                a.number, a.worker_id
+            ),
+        ));
+        if let (Some(end), Some(outcome)) = (a.finished_at, &a.outcome) {
+            let at = stamp(end);
+            let digest = if a.plugin_digest.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", a.plugin_digest)
+            };
+            let detail = a
+                .message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default();
+            notes.push((
+                at.clone(),
+                format!(
+                    "{at} [INFO] [host] attempt {} ended{digest}: {outcome}{detail}",
+                    a.number
+                ),
+            ));
+        }
+    }
+    let mut out = String::new();
+    let mut notes = notes.into_iter().peekable();
+    for line in file.unwrap_or_default().lines() {
+        let at = line.get(..24).unwrap_or(line);
+        while let Some((t, _)) = notes.peek() {
+            if t.as_str() > at {
+                break;
+            }
+            if let Some((_, n)) = notes.next() {
+                out.push_str(&n);
+                out.push('\n');
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    for (_, n) in notes {
+        out.push_str(&n);
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -172,5 +242,39 @@ mod tests {
         assert_eq!(lines.len(), 2, "{text}");
         assert!(lines[0].ends_with(" [INFO] hello"), "{text}");
         assert!(lines[1].ends_with(" [ERROR] [stderr] oops"), "{text}");
+    }
+
+    #[test]
+    fn compose_merges_attempt_lines_by_time() {
+        let attempt = crate::job::Attempt {
+            id: Uuid::nil(),
+            number: 1,
+            retry_from_id: None,
+            worker_id: "n/w0".into(),
+            started_at: 1_000,
+            finished_at: Some(3_000),
+            outcome: Some("success".into()),
+            message: None,
+            plugin_digest: "sha256:ab".into(),
+            startup_us: None,
+            duration_us: None,
+            peak_memory: None,
+            fuel_used: None,
+        };
+        let file = "1970-01-01T00:00:02.000Z [INFO] hello\n";
+        let text = compose(Some(file), std::slice::from_ref(&attempt));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0]
+                .starts_with("1970-01-01T00:00:01.000Z [INFO] [host] attempt 1 started on n/w0")
+        );
+        assert_eq!(lines[1], "1970-01-01T00:00:02.000Z [INFO] hello");
+        assert!(
+            lines[2].ends_with("attempt 1 ended (sha256:ab): success"),
+            "{text}"
+        );
+        // A job that printed nothing still has its attempt lines.
+        assert_eq!(compose(None, &[attempt]).lines().count(), 2);
     }
 }

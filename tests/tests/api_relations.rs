@@ -111,28 +111,36 @@ async fn stopping_a_parent_stops_its_unfinished_children_and_executions_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_logs_are_swept_but_never_those_of_running_jobs() {
-    let s = TestServer::start_with(&["noop", "sleeper"], |c| {
+    let s = TestServer::start_with(&["chatty", "demo"], |c| {
         c.job_loggers.retention = Some(Duration::from_secs(1))
     })
     .await;
-    let done = s.submit_ok(json!({"name": "noop"})).await;
+    let done = s
+        .submit_ok(json!({"name": "chatty", "parameters": {"lines": 2}}))
+        .await;
     s.wait_status(&done, "success").await;
     let running = s
-        .submit_ok(json!({"name": "sleeper", "parameters": {"ms": 60000}}))
+        .submit_ok(json!({"name": "demo", "parameters": {"image": "demo-r", "step_ms": 60000}}))
         .await;
-    s.wait_status(&running, "running").await;
-    assert_eq!(s.log(&done).await.0, StatusCode::OK);
+    s.wait_until(&running, Duration::from_secs(30), |j| {
+        j["check_in"] == "30%"
+    })
+    .await;
+    let (status, text) = s.log(&done).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text.contains("log line 1") && text.contains("[host] attempt 1 ended"),
+        "{text}"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let removed = s.service.sweep_logs(Duration::from_secs(1)).await;
-    assert_eq!(removed, 1);
+    assert_eq!(removed, 1, "only the finished job's log goes");
     let (status, text) = s.log(&done).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(text.contains("removed by the log sweeper"), "{text}");
-    assert_eq!(
-        s.log(&running).await.0,
-        StatusCode::OK,
-        "a running job keeps its log"
-    );
+    let (status, text) = s.log(&running).await;
+    assert_eq!(status, StatusCode::OK, "a running job keeps its log");
+    assert!(text.contains("check in 30%"), "{text}");
     s.action(&running, "stop").await;
     s.shutdown().await;
 }

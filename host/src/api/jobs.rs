@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::blocking;
 use super::error::ApiError;
 use super::view::{JobEnvelope, JobView, JobsEnvelope};
-use crate::job::{Command, Kind, Status};
+use crate::job::{Command, Kind, Status, now_ms};
 use crate::service::{JobRequest, JobService, ServiceError};
 use crate::store::JobFilter;
 
@@ -387,33 +387,38 @@ pub(super) async fn action(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `GET /api/v1/jobs/{id}/log`: the job's log lines merged with its attempts'
+/// start and end. 404 before the job started, and once the sweeper has removed it.
 pub(super) async fn log(
     State(service): State<JobService>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let job = service.get(id).await?;
-    match service.logs().read(id).await {
-        Ok(Some(text)) => {
-            Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
-        }
-        Ok(None) if job.attempts.is_empty() => Err(ApiError::not_found(format!(
+    if job.attempts.is_empty() {
+        return Err(ApiError::not_found(format!(
             "job {id} has not started yet (it is {}): it has no log",
             job.status
-        ))),
-        Ok(None) => match service.logs().retention() {
-            Some(keep) => Err(ApiError::not_found(format!(
-                "the log of job {id} was removed by the log sweeper (logs are kept {})",
-                humantime::format_duration(keep)
-            ))),
-            None => Err(ApiError::not_found(format!(
-                "job {id} has no log on this node"
-            ))),
-        },
-        Err(e) => Err(ApiError::new(
+        )));
+    }
+    let file = service.logs().read(id).await.map_err(|e| {
+        ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "log unreadable",
             format!("cannot read the log of job {id}: {e}"),
-        )),
+        )
+    })?;
+    if file.is_none()
+        && let Some(keep) = service.logs().retention()
+        && job
+            .finished_at
+            .is_some_and(|t| now_ms().saturating_sub(t) > keep.as_millis() as u64)
+    {
+        return Err(ApiError::not_found(format!(
+            "the log of job {id} was removed by the log sweeper (logs are kept {})",
+            humantime::format_duration(keep)
+        )));
     }
+    let text = crate::logs::compose(file.as_deref(), &job.attempts);
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }

@@ -152,6 +152,11 @@ impl Control {
         });
     }
 
+    /// Whether `other` is a handle on the same control.
+    pub fn same(&self, other: &Control) -> bool {
+        Arc::ptr_eq(&self.tx, &other.tx)
+    }
+
     /// The current command.
     pub fn command(&self) -> OpCommand {
         *self.tx.borrow()

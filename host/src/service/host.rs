@@ -3,8 +3,8 @@
 //! properties from the configuration, sub-jobs through the normal submit path.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -24,23 +24,35 @@ pub(super) struct AttemptHost {
     service: JobService,
     log: LogWriter,
     properties: Arc<HashMap<String, String>>,
-    checkins: mpsc::UnboundedSender<(String, u64)>,
+    /// The check-in writer, started by the first check-in (most jobs never check in).
+    checkins: Mutex<Option<CheckinWriter>>,
     subjobs: AtomicU32,
 }
 
+struct CheckinWriter {
+    tx: mpsc::UnboundedSender<(String, u64)>,
+    task: JoinHandle<()>,
+}
+
 impl AttemptHost {
-    /// The host, and the task writing its check-ins (await it after the attempt,
-    /// once the host is dropped, so that no check-in lands after the job's end).
-    pub(super) fn new(
-        service: JobService,
-        job_id: Uuid,
-        log: LogWriter,
-    ) -> (Arc<Self>, JoinHandle<()>) {
+    pub(super) fn new(service: JobService, job_id: Uuid, log: LogWriter) -> Arc<Self> {
+        Arc::new(Self {
+            job_id,
+            properties: service.properties(),
+            service,
+            log,
+            checkins: Mutex::new(None),
+            subjobs: AtomicU32::new(0),
+        })
+    }
+
+    /// Start the task that writes check-ins in order, a burst as its latest one.
+    fn start_writer(&self) -> CheckinWriter {
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, u64)>();
-        let store = service.store().clone();
-        let writer = tokio::spawn(async move {
+        let store = self.service.store().clone();
+        let job_id = self.job_id;
+        let task = tokio::spawn(async move {
             while let Some(mut latest) = rx.recv().await {
-                // A burst of check-ins is written as its latest one.
                 while let Ok(next) = rx.try_recv() {
                     latest = next;
                 }
@@ -49,26 +61,29 @@ impl AttemptHost {
                 }
             }
         });
-        let host = Arc::new(Self {
-            job_id,
-            properties: service.properties(),
-            service,
-            log,
-            checkins: tx,
-            subjobs: AtomicU32::new(0),
-        });
-        (host, writer)
+        CheckinWriter { tx, task }
     }
 
-    pub(super) fn note(&self, level: LogLevel, message: &str) {
-        self.log.line(level, LogStream::Host, message);
+    /// After the attempt: wait until every check-in is written.
+    pub(super) async fn finish(&self) {
+        let writer = self
+            .checkins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(CheckinWriter { tx, task }) = writer {
+            drop(tx);
+            let _ = task.await;
+        }
     }
 }
 
 impl JobHost for AttemptHost {
     fn checkin(&self, message: &str) {
         let message: String = message.chars().take(1024).collect();
-        let _ = self.checkins.send((message, now_ms()));
+        let mut writer = self.checkins.lock().unwrap_or_else(|p| p.into_inner());
+        let writer = writer.get_or_insert_with(|| self.start_writer());
+        let _ = writer.tx.send((message, now_ms()));
     }
 
     fn log(&self, level: LogLevel, stream: LogStream, message: &str) {

@@ -1,12 +1,12 @@
 //! The job-log sweeper (Harbor's FILE logger sweeper): deletes log files older
 //! than the retention period, never those of jobs running on this node.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
 use super::JobService;
+use crate::job::now_ms;
 
 impl JobService {
     /// Start the sweeper if the FILE logger has a retention period.
@@ -26,26 +26,48 @@ impl JobService {
         }))
     }
 
-    /// One sweep; returns how many logs were deleted.
+    /// One sweep: delete the logs not written to for `retention` whose job is not
+    /// running here and finished (or vanished) more than `retention` ago. Returns
+    /// how many were deleted.
     pub async fn sweep_logs(&self, retention: Duration) -> usize {
-        let live: HashSet<_> = self.lock_running().keys().copied().collect();
         let logs = self.logs().clone();
-        let swept = tokio::task::spawn_blocking(move || logs.sweep(retention, &live)).await;
-        match swept {
-            Ok(Ok(n)) => {
-                if n > 0 {
-                    tracing::info!(removed = n, "swept old job logs");
-                }
-                n
-            }
+        let stale = match tokio::task::spawn_blocking(move || logs.stale(retention)).await {
+            Ok(Ok(ids)) => ids,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot sweep job logs");
-                0
+                tracing::warn!(error = %e, "cannot list job logs");
+                return 0;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the log sweeper panicked");
-                0
+                return 0;
+            }
+        };
+        let cutoff = now_ms().saturating_sub(retention.as_millis() as u64);
+        let mut removed = 0;
+        for id in stale {
+            if self.lock_running().contains_key(&id) {
+                continue;
+            }
+            let expired = match self.store().job_get(id).await {
+                Ok(Some(job)) => {
+                    job.status.is_final() && job.finished_at.is_some_and(|t| t < cutoff)
+                }
+                Ok(None) => true,
+                Err(e) => {
+                    tracing::warn!(job = %id, error = %e, "cannot read a job while sweeping logs");
+                    false
+                }
+            };
+            if expired {
+                match self.logs().remove(id) {
+                    Ok(()) => removed += 1,
+                    Err(e) => tracing::warn!(job = %id, error = %e, "cannot delete a job log"),
+                }
             }
         }
+        if removed > 0 {
+            tracing::info!(removed, "swept old job logs");
+        }
+        removed
     }
 }

@@ -34,16 +34,36 @@ impl JobService {
     async fn worker_loop(self, worker_id: String) {
         let mut shutdown = self.shutting_down();
         while !*shutdown.borrow() {
-            let capacity = &self.inner.capacity;
-            let mut fits = |job: &Job| capacity.try_reserve(&job.capacity_map);
-            match self
+            let control = Control::new();
+            // Called under the store's write lock for the job about to be claimed:
+            // reserve its capacity and register its control there, so a stop that
+            // follows the claim always finds the control (no re-read needed).
+            let mut reserved = None;
+            let mut fits = |job: &Job| {
+                let fits = self.inner.capacity.try_reserve(&job.capacity_map);
+                if fits {
+                    deliver(&control, job.command);
+                    self.lock_running().insert(job.id, control.clone());
+                    reserved = Some(job.capacity_map.clone());
+                }
+                fits
+            };
+            let claimed = self
                 .store()
                 .job_claim(&worker_id, now_ms(), &mut fits)
-                .await
-            {
+                .await;
+            if let Err(e) = &claimed {
+                // The claim's write failed after `fits` said yes: undo both.
+                tracing::error!(worker = %worker_id, error = %e, "cannot claim a job");
+                self.lock_running().retain(|_, c| !c.same(&control));
+                if let Some(needs) = reserved.take() {
+                    self.inner.capacity.release(&needs);
+                }
+            }
+            match claimed {
                 Ok(Some(job)) => {
                     let needs = job.capacity_map.clone();
-                    self.execute(job, &worker_id).await;
+                    self.execute(job, control).await;
                     self.inner.capacity.release(&needs);
                     // A job that did not fit may fit now.
                     self.inner.ready.notify_one();
@@ -55,28 +75,16 @@ impl JobService {
                         () = tokio::time::sleep(IDLE_POLL) => {}
                     }
                 }
-                Err(e) => {
-                    tracing::error!(worker = %worker_id, error = %e, "cannot claim a job");
-                    tokio::time::sleep(IDLE_POLL).await;
-                }
+                Err(_) => tokio::time::sleep(IDLE_POLL).await,
             }
         }
     }
 
     /// Run one claimed attempt to its end and record it.
     #[tracing::instrument(skip_all, fields(job = %job.id, name = %job.name))]
-    async fn execute(&self, job: Job, worker_id: &str) {
+    async fn execute(&self, job: Job, control: Control) {
         let id = job.id;
         let attempt = job.last_attempt().map_or(1, |a| a.number);
-        let control = Control::new();
-        self.lock_running().insert(id, control.clone());
-        // A stop may have landed between the claim and the line above: the store
-        // has it, the control did not exist yet.
-        match self.store().job_get(id).await {
-            Ok(Some(current)) => deliver(&control, current.command),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot re-read the claimed job"),
-        }
         let log = self.logs().writer(id);
         let Some(plugin) = self.registry().get(&job.name) else {
             let message = format!("no loaded plugin provides job name {:?}", job.name);
@@ -101,15 +109,7 @@ impl JobService {
             return;
         };
 
-        let (host, checkins) = AttemptHost::new(self.clone(), id, log);
-        host.note(
-            LogLevel::Info,
-            &format!(
-                "attempt {attempt} on {worker_id} with {} ({})",
-                plugin.name(),
-                plugin.digest()
-            ),
-        );
+        let host = AttemptHost::new(self.clone(), id, log);
         let spec = AttemptSpec {
             job_id: id.to_string(),
             attempt,
@@ -123,14 +123,9 @@ impl JobService {
             .runtime()
             .run(&plugin, &spec, host.clone(), control.clone())
             .await;
-        host.note(
-            LogLevel::Info,
-            &format!("attempt {attempt} ended: {}", describe(&report.outcome)),
-        );
-        // The guest is gone: once its host is dropped, the check-in writer drains
-        // and ends, so no check-in can land after the job's final state.
-        drop(host);
-        let _ = checkins.await;
+        // The guest is gone: wait for its check-ins to be written, so none lands
+        // after the job's final state.
+        host.finish().await;
         self.lock_running().remove(&id);
 
         let (next, decision) = self
@@ -252,12 +247,5 @@ fn outcome_fields(outcome: &Outcome) -> (&'static str, Option<String>) {
         Outcome::Cancelled => ("cancelled", None),
         Outcome::Trapped { message } => ("trapped", Some(message.clone())),
         Outcome::Killed { reason } => ("killed", Some(reason.to_string())),
-    }
-}
-
-fn describe(outcome: &Outcome) -> String {
-    match outcome_fields(outcome) {
-        (o, Some(m)) => format!("{o}: {m}"),
-        (o, None) => o.to_string(),
     }
 }
