@@ -88,17 +88,24 @@ impl JobService {
     ) -> Result<Option<u64>, crate::store::StoreError> {
         let hooks = self.store().hook_list(BATCH).await?;
         let retry_for = self.config().hook_retry_for.as_millis() as u64;
-        let mut held_back = HashSet::new();
+        let mut seen = HashSet::new();
+        let mut sending = HashSet::new();
         let mut next_due: Option<u64> = None;
         let mut sends = Vec::new();
         for hook in hooks {
-            if !held_back.insert(hook.job.id) {
-                continue; // an earlier hook of this job is still pending
+            if !seen.insert(hook.job.id) {
+                // An earlier hook of this job goes first; if it is being sent now,
+                // this one is due right after this round.
+                if sending.contains(&hook.job.id) {
+                    next_due = Some(now);
+                }
+                continue;
             }
             if hook.next_at > now {
                 next_due = Some(next_due.map_or(hook.next_at, |n| n.min(hook.next_at)));
                 continue;
             }
+            sending.insert(hook.job.id);
             let client = client.clone();
             sends.push(async move {
                 let body = payload(&hook);
