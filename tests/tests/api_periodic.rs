@@ -51,6 +51,12 @@ async fn a_template_fires_executions_until_it_is_stopped() {
 
     assert_eq!(s.action(&id, "stop").await.0, StatusCode::NO_CONTENT);
     let stopped = s.wait_status(&id, "stopped").await;
+    let (status, body) = s.action(&id, "retry").await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a template never runs, so it cannot be retried: {body}"
+    );
     let count = stopped["executions"].as_array().map_or(0, Vec::len);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let later = s.job(&id).await;

@@ -284,10 +284,13 @@ impl Store for SledStore {
 
     async fn job_retry(&self, id: Uuid, now: u64) -> Result<Job, StoreError> {
         let job = self.update(id, |job| {
-            if !matches!(
-                job.status,
-                Status::Error | Status::Stopped | Status::Cancelled
-            ) {
+            // A periodic template never runs itself: it cannot be retried either.
+            if job.kind == Kind::Periodic
+                || !matches!(
+                    job.status,
+                    Status::Error | Status::Stopped | Status::Cancelled
+                )
+            {
                 return Err(StoreError::Transition {
                     id,
                     from: job.status,
