@@ -4,6 +4,7 @@
 //! a [`server::TestServer`] running a real node on `127.0.0.1:0`.
 
 pub mod bench;
+pub mod process;
 pub mod server;
 
 use std::collections::HashMap;
