@@ -123,3 +123,46 @@ async fn the_secret_is_required_except_for_health_and_stats() {
     assert_eq!(body[0]["job_names"], json!(["noop"]));
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_tricks_in_ids_and_plugin_names_reach_no_file() {
+    let s = TestServer::start(&["noop"]).await;
+    // A file next to the data dir that a traversal would reach.
+    let secret_file = s.data_dir.join("logs").join("..").join("outside.txt");
+    std::fs::write(&secret_file, "must not be served").expect("write");
+    for id in [
+        "../outside.txt",
+        "..%2foutside.txt",
+        "..%252foutside.txt",
+        "%2Fetc%2Fpasswd",
+        "/etc/passwd",
+        "..\\outside",
+    ] {
+        for suffix in ["", "/log", "/executions"] {
+            let (status, body) =
+                TestServer::send(s.authed(Method::GET, &format!("/api/v1/jobs/{id}{suffix}")))
+                    .await;
+            assert!(
+                status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST,
+                "{id}{suffix}: {status} {body}"
+            );
+            assert!(
+                !body.to_string().contains("must not be served"),
+                "{id}{suffix}: {body}"
+            );
+        }
+        let (status, _) = TestServer::send(
+            s.authed(Method::POST, &format!("/api/v1/plugins/{id}/validate"))
+                .json(&json!({})),
+        )
+        .await;
+        assert!(
+            status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST,
+            "plugin {id}: {status}"
+        );
+    }
+    // A job name that looks like a path is just an unknown name.
+    let (status, body) = s.submit(json!({"name": "../../noop"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    s.shutdown().await;
+}

@@ -104,3 +104,59 @@ pub async fn index_header(
         .or_insert_with(|| HeaderValue::from(index));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Property: any `index`/`wait` strings give a value or a 400, never a panic;
+    /// accepted waits are at most the maximum.
+    #[test]
+    fn random_index_and_wait_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let atoms = [
+            "",
+            "0",
+            "1",
+            "30",
+            "s",
+            "ms",
+            "m",
+            "h",
+            "5m",
+            "6m",
+            "-1",
+            "1e9",
+            "99999999999999999999",
+            " ",
+            "%",
+            "\u{0}",
+            "1s 2ms",
+        ];
+        for _ in 0..20_000 {
+            let pick = |rng: &mut fastrand::Rng| -> Option<String> {
+                if rng.bool() {
+                    None
+                } else {
+                    Some(
+                        (0..rng.usize(1..4))
+                            .map(|_| atoms[rng.usize(..atoms.len())])
+                            .collect(),
+                    )
+                }
+            };
+            let (index, wait) = (pick(&mut rng), pick(&mut rng));
+            if let Ok(Some(b)) = parse(index.as_deref(), wait.as_deref()) {
+                assert!(b.wait <= MAX_WAIT, "{index:?} {wait:?}");
+            }
+        }
+        assert!(parse(Some("5"), Some("6m")).is_err());
+        assert!(parse(None, Some("1s")).is_err());
+        assert_eq!(
+            parse(Some("5"), Some("2s"))
+                .unwrap()
+                .map(|b| (b.index, b.wait)),
+            Some((5, Duration::from_secs(2)))
+        );
+    }
+}
