@@ -82,11 +82,13 @@ impl Node {
         let service = JobService::new(config, store, registry.clone(), logs);
         // The audit subscribes before the first scan, so initial loads are recorded.
         let mut background = vec![service.start_plugin_audit()];
+        // Watch first, then scan once: a file written in between is seen by both,
+        // and loading the same digest twice is a no-op.
+        let watcher = PluginWatcher::start(registry.clone())?;
         registry.scan().await.map_err(|source| ServerError::Dir {
             path: service.config().plugins_dir.clone(),
             source,
         })?;
-        let watcher = PluginWatcher::start(registry)?;
         service.recover().await?;
         let workers = service.start_workers();
         background.push(service.start_scheduler());

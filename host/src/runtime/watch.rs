@@ -39,9 +39,9 @@ impl Drop for PluginWatcher {
 }
 
 impl PluginWatcher {
-    /// Watch the registry's directory, then scan it once (so nothing written
-    /// between the first scan and the watch is missed). Must be called inside a
-    /// tokio runtime.
+    /// Watch the registry's directory. Scan it (`PluginRegistry::scan`) after this
+    /// returns, not before, so that nothing written in between is missed. Must be
+    /// called inside a tokio runtime.
     pub fn start(registry: Arc<PluginRegistry>) -> notify::Result<Self> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut watcher =
@@ -62,9 +62,6 @@ impl PluginWatcher {
             })?;
         watcher.watch(registry.dir(), RecursiveMode::NonRecursive)?;
         let task = tokio::spawn(async move {
-            if let Err(e) = registry.scan().await {
-                tracing::error!(error = %e, "cannot scan the plugin directory");
-            }
             while let Some(first) = rx.recv().await {
                 let mut paths = BTreeSet::new();
                 let mut rescan = false;
