@@ -226,6 +226,52 @@ pub fn now_ns() -> u128 {
 }
 
 impl Job {
+    /// A job that has never run, with default settings (no hook, no schedule,
+    /// priority 0, no capacity needs, no retries): callers set what differs.
+    pub fn new(
+        id: Uuid,
+        name: String,
+        kind: Kind,
+        params: String,
+        status: Status,
+        now: u64,
+    ) -> Job {
+        Job {
+            id,
+            name,
+            kind,
+            params,
+            unique: false,
+            priority: 0,
+            seq: 0,
+            created_seq: 0,
+            status,
+            status_hook: None,
+            schedule_delay: None,
+            cron_spec: None,
+            run_at: None,
+            enqueue_time: now,
+            update_time: now,
+            check_in: None,
+            check_in_at: None,
+            die_at: None,
+            upstream_job_id: None,
+            has_executions: false,
+            capacity_map: BTreeMap::new(),
+            deadline_ms: None,
+            stop_timeout_ms: None,
+            retries_total: 0,
+            retries_left: 0,
+            attempts: Vec::new(),
+            command: None,
+            revision: 1,
+            modify_index: 0,
+            started_at: None,
+            finished_at: None,
+            events: Vec::new(),
+        }
+    }
+
     /// Record an event, keeping the latest [`MAX_EVENTS`].
     pub fn event(&mut self, kind: &str, message: impl Into<String>) {
         if self.events.len() >= MAX_EVENTS {
@@ -246,15 +292,6 @@ impl Job {
     /// The worker of the running or last attempt.
     pub fn worker_id(&self) -> Option<&str> {
         self.last_attempt().map(|a| a.worker_id.as_str())
-    }
-
-    /// Failed attempts so far (not counting stops, cancels or crash interruptions).
-    pub fn failures(&self) -> u32 {
-        let failed = self
-            .attempts
-            .iter()
-            .filter(|a| matches!(a.outcome.as_deref(), Some("failed" | "trapped" | "killed")));
-        failed.count() as u32
     }
 }
 

@@ -31,10 +31,6 @@ impl JobLogs {
         self.dir.join(format!("{id}.log"))
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// A writer appending to job `id`'s log. The file is created by the first
     /// line written: most jobs (all `noop`s) never write one, and creating a file
     /// per job was the largest cost of running a short job.

@@ -55,6 +55,19 @@ async fn bad_submissions_are_refused_with_a_named_reason_and_store_nothing() {
     let (got, reply) =
         TestServer::send(s.authed(Method::POST, "/api/v1/jobs/batch").json(&batch)).await;
     assert_error(got, &reply, StatusCode::BAD_REQUEST, "job 1 of the batch");
+    // Two identical unique jobs in one batch: bad input, and neither is stored.
+    let twins = json!({"jobs": [
+        {"name": "demo", "parameters": {"image": "demo-u"}, "metadata": {"unique": true}},
+        {"name": "demo", "parameters": {"image": "demo-u"}, "metadata": {"unique": true}}
+    ]});
+    let (got, reply) =
+        TestServer::send(s.authed(Method::POST, "/api/v1/jobs/batch").json(&twins)).await;
+    assert_error(
+        got,
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "same name (demo) and parameters",
+    );
     assert_eq!(
         s.service.store().queue_len().await.expect("queue"),
         0,

@@ -54,32 +54,25 @@ impl JobService {
 
 /// A Generic job cloned from the template's settings.
 fn execution_of(template: &Job, fire_ms: u64, now: u64) -> Job {
+    let id = execution_id(template.id, fire_ms);
+    let fresh = Job::new(
+        id,
+        template.name.clone(),
+        Kind::Generic,
+        template.params.clone(),
+        Status::Pending,
+        now,
+    );
     Job {
-        id: execution_id(template.id, fire_ms),
-        kind: Kind::Generic,
-        unique: false,
-        seq: 0,
-        status: Status::Pending,
-        schedule_delay: None,
-        cron_spec: None,
-        run_at: None,
-        enqueue_time: now,
-        update_time: now,
-        check_in: None,
-        check_in_at: None,
-        die_at: None,
+        priority: template.priority,
+        status_hook: template.status_hook.clone(),
         upstream_job_id: Some(template.id),
-        has_executions: false,
+        capacity_map: template.capacity_map.clone(),
+        deadline_ms: template.deadline_ms,
+        stop_timeout_ms: template.stop_timeout_ms,
+        retries_total: template.retries_total,
         retries_left: template.retries_total,
-        attempts: Vec::new(),
-        events: Vec::new(),
-        created_seq: 0,
-        command: None,
-        revision: 1,
-        modify_index: 0,
-        started_at: None,
-        finished_at: None,
-        ..template.clone()
+        ..fresh
     }
 }
 

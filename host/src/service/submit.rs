@@ -100,6 +100,10 @@ impl From<StoreError> for ServiceError {
             StoreError::Duplicate { existing, status } => {
                 ServiceError::Duplicate { existing, status }
             }
+            e @ StoreError::DuplicateInRequest { .. } => ServiceError::Invalid {
+                field: "jobs".into(),
+                reason: e.to_string(),
+            },
             StoreError::Transition { id, from, to } => ServiceError::Conflict {
                 id,
                 status: from,
@@ -272,38 +276,19 @@ impl JobService {
             .map_err(|e| invalid("metadata.capacity_map", e))?;
         let retries_total = info.max_fails.saturating_sub(1);
         Ok(Job {
-            id: Uuid::new_v4(),
-            name: r.name,
-            kind: r.kind,
-            params,
             unique: r.unique,
             priority: r.priority,
-            seq: 0,
-            status,
             status_hook: r.status_hook,
             schedule_delay: r.schedule_delay,
             cron_spec: r.cron_spec,
             run_at,
-            enqueue_time: now,
-            update_time: now,
-            check_in: None,
-            check_in_at: None,
-            die_at: None,
             upstream_job_id: r.upstream,
-            has_executions: false,
             capacity_map,
             deadline_ms: r.deadline.map(|d| d.as_millis() as u64),
             stop_timeout_ms: r.stop_timeout.map(|d| d.as_millis() as u64),
             retries_total,
             retries_left: retries_total,
-            attempts: Vec::new(),
-            events: Vec::new(),
-            created_seq: 0,
-            command: None,
-            revision: 1,
-            modify_index: 0,
-            started_at: None,
-            finished_at: None,
+            ..Job::new(Uuid::new_v4(), r.name, r.kind, params, status, now)
         })
     }
 }

@@ -66,6 +66,8 @@ pub enum StoreError {
     NotFound(Uuid),
     #[error("job {id} is {from}; it cannot become {to}")]
     Transition { id: Uuid, from: Status, to: Status },
+    #[error("two unique jobs of the request have the same name ({name}) and parameters")]
+    DuplicateInRequest { name: String },
     #[error("the store refuses writes (fault injected)")]
     Injected,
     #[error("a job with the same name and parameters is already {status}: {existing}")]

@@ -77,9 +77,8 @@ impl Store for SledStore {
                         return Err(StoreError::Duplicate { existing, status });
                     }
                     if !seen.insert(key) {
-                        return Err(StoreError::Duplicate {
-                            existing: job.id,
-                            status: job.status,
+                        return Err(StoreError::DuplicateInRequest {
+                            name: job.name.clone(),
                         });
                     }
                 }
