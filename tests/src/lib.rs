@@ -30,10 +30,7 @@ pub fn plugins_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let root = repo_root();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        std::fs::create_dir_all(&target).expect("create target dir");
+        let target = target_dir();
         let out = target.join("test-plugins");
         // Test binaries (and nextest's processes) may build at the same time.
         let lock = File::create(target.join("test-plugins.lock")).expect("create lock file");
@@ -47,6 +44,44 @@ pub fn plugins_dir() -> &'static Path {
         assert!(status.success(), "scripts/build-plugins failed: {status}");
         out
     })
+}
+
+/// The directory holding the example jobs of `examples/` (wordcount in C,
+/// JavaScript, Python and WAT) as `wordcount-<lang>.wasm`, built on first use by
+/// `scripts/build-examples --all`. Fails, naming the missing toolchain, when one is
+/// not installed (`scripts/install-example-toolchains`).
+pub fn examples_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = repo_root();
+        let target = target_dir();
+        let out = target.join("test-examples");
+        let lock = File::create(target.join("test-examples.lock")).expect("create lock file");
+        lock.lock().expect("lock test-examples");
+        let output = std::process::Command::new("bash")
+            .arg(root.join("scripts/build-examples"))
+            .arg("--all")
+            .arg(&out)
+            .output()
+            .expect("run scripts/build-examples");
+        assert!(
+            output.status.success(),
+            "scripts/build-examples --all failed ({}); run scripts/install-example-toolchains \
+             first:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        out
+    })
+}
+
+/// Cargo's target directory, created if needed.
+pub fn target_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    std::fs::create_dir_all(&target).expect("create target dir");
+    target
 }
 
 /// The `wasmjobs` binary, built (or brought up to date) on first use with the
@@ -65,10 +100,7 @@ pub fn wasmjobs_binary() -> &'static Path {
             status.success(),
             "cargo build of the wasmjobs binary failed"
         );
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        target.join("debug/wasmjobs")
+        target_dir().join("debug/wasmjobs")
     })
 }
 

@@ -117,7 +117,15 @@ impl Runtime {
             });
         }
         let component = self.compile(file, &digest, bytes).await?;
-        check_resources(file, &component)?;
+        let initial_memory = check_resources(file, &component)?;
+        // `describe` runs under the host's maximum cap: a component that cannot even
+        // start within it is refused here, with its figure, not by a failed call.
+        check_initial_memory(
+            file,
+            initial_memory,
+            self.config().max_memory,
+            "`sandbox.max_memory_mib`",
+        )?;
         let wrong_world = |reason: String| PluginError::WrongWorld {
             file: file.to_path_buf(),
             reason,
@@ -129,6 +137,12 @@ impl Runtime {
         let pre = bindings::PluginPre::new(pre).map_err(|e| wrong_world(format!("{e:#}")))?;
         let (raw, max_fails) = self.describe(file, &pre).await?;
         let info = self.check_info(file, raw, max_fails)?;
+        check_initial_memory(
+            file,
+            initial_memory,
+            info.memory_cap,
+            "the plugin's `memory-mib`, or `sandbox.memory_mib`",
+        )?;
         Ok(Arc::new(Plugin {
             info,
             digest,
@@ -254,10 +268,11 @@ impl Runtime {
 }
 
 /// Refuse components the instance pool could never hold, with a reason, instead of
-/// failing every attempt at instantiation.
-fn check_resources(file: &Path, component: &Component) -> Result<(), PluginError> {
+/// failing every attempt at instantiation. Returns the largest initial linear
+/// memory (bytes) of the component's memories.
+fn check_resources(file: &Path, component: &Component) -> Result<u64, PluginError> {
     let Some(r) = component.resources_required() else {
-        return Ok(());
+        return Ok(0);
     };
     let too_large = |reason: String| {
         Err(PluginError::TooLarge {
@@ -284,5 +299,32 @@ fn check_resources(file: &Path, component: &Component) -> Result<(), PluginError
             "a table of {t} elements, the limit is {MAX_TABLE_ELEMENTS}"
         ));
     }
-    Ok(())
+    Ok(r.max_initial_memory_size
+        .map_or(0, |pages| pages.saturating_mul(WASM_PAGE)))
+}
+
+/// Bytes of one wasm page.
+const WASM_PAGE: u64 = 64 * 1024;
+
+/// Refuse a component whose linear memory starts above `cap` (language runtimes
+/// such as componentize-js and componentize-py start with several MiB): every
+/// instantiation would fail. `setting` names what raises the cap.
+fn check_initial_memory(
+    file: &Path,
+    initial: u64,
+    cap: u64,
+    setting: &str,
+) -> Result<(), PluginError> {
+    if initial <= cap {
+        return Ok(());
+    }
+    Err(PluginError::TooLarge {
+        file: file.to_path_buf(),
+        reason: format!(
+            "its linear memory starts at {:.1} MiB, above the memory cap of {:.1} MiB \
+             (raise {setting})",
+            initial as f64 / MIB as f64,
+            cap as f64 / MIB as f64
+        ),
+    })
 }
