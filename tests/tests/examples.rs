@@ -99,3 +99,43 @@ async fn python_wordcount() {
 async fn wat_wordcount() {
     wordcount_end_to_end("wordcount-wat").await;
 }
+
+/// A language runtime whose linear memory starts above the memory cap is refused
+/// when loaded, with the figures and the setting to raise; never a crash, never a
+/// plugin that fails every attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_too_big_for_its_memory_cap_is_refused_at_load() {
+    use wasmjobs::error::PluginError;
+    use wasmjobs::runtime::{Runtime, RuntimeConfig};
+
+    let file = examples_dir().join("wordcount-js.wasm");
+    let bytes = std::fs::read(&file).expect("read wordcount-js");
+    // Above the host's maximum, the pool refuses it as it compiles; under the
+    // maximum but above the plugin's cap, the check after `describe` does.
+    let cases = [
+        (
+            2,
+            1,
+            "exceeds the limit of 0x200000 bytes",
+            "sandbox.max_memory_mib",
+        ),
+        (64, 2, "above the memory cap of 2.0 MiB", "memory-mib"),
+    ];
+    for (max_memory_mib, default_memory_mib, figure, setting) in cases {
+        let rt = Runtime::new(RuntimeConfig {
+            max_memory: max_memory_mib << 20,
+            default_memory: default_memory_mib << 20,
+            cache_dir: Some(target_dir().join("test-examples-cache")),
+            ..wasmjobs_tests::test_config()
+        })
+        .expect("runtime");
+        match rt.load_plugin(&file, bytes.clone()).await {
+            Err(PluginError::TooLarge { reason, .. }) => {
+                for needle in [figure, setting] {
+                    assert!(reason.contains(needle), "{needle:?} not in: {reason}");
+                }
+            }
+            other => panic!("expected TooLarge with a {max_memory_mib} MiB maximum, got {other:?}"),
+        }
+    }
+}

@@ -192,6 +192,17 @@ impl Runtime {
         .await;
         match compiled {
             Ok(Ok(c)) => Ok(c),
+            // wasmtime checks a component against the pool's limits as it compiles
+            // it; its message has the figures.
+            Ok(Err(e)) if format!("{e:#}").contains("pooling allocator") => {
+                Err(PluginError::TooLarge {
+                    file: file.to_path_buf(),
+                    reason: format!(
+                        "it does not fit the instance pool (raise `sandbox.max_memory_mib` \
+                         for memory): {e:#}"
+                    ),
+                })
+            }
             Ok(Err(e)) => Err(PluginError::NotAComponent {
                 file: file.to_path_buf(),
                 reason: format!("{e:#}"),
