@@ -9,7 +9,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::{Value, json};
+use wasmjobs::config::Config;
+use wasmjobs::service::HookPolicy;
 use wasmjobs_tests::server::TestServer;
+
+/// The receivers of these tests listen on loopback, which hooks may not reach by
+/// default.
+fn allow_loopback(cfg: &mut Config) {
+    cfg.hook_policy = HookPolicy::new(&["127.0.0.0/8".into()], &[]).expect("policy");
+}
 
 #[derive(Clone, Default)]
 struct Receiver {
@@ -49,7 +57,7 @@ async fn start_receiver(fail_first: u32) -> (String, Receiver) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_changes_and_checkins_are_delivered_in_order_despite_failures() {
     let (url, receiver) = start_receiver(2).await;
-    let s = TestServer::start(&["demo"]).await;
+    let s = TestServer::start_with(&["demo"], allow_loopback).await;
     let id = s
         .submit_ok(json!({"name": "demo", "parameters": {"image": "demo-h", "step_ms": 150}, "status_hook": url}))
         .await;
@@ -108,7 +116,7 @@ async fn status_changes_and_checkins_are_delivered_in_order_despite_failures() {
 async fn undelivered_hooks_survive_a_server_restart() {
     // The receiver refuses everything at first: the hooks queue up.
     let (url, receiver) = start_receiver(u32::MAX).await;
-    let s = TestServer::start(&["noop"]).await;
+    let s = TestServer::start_with(&["noop"], allow_loopback).await;
     let id = s
         .submit_ok(json!({"name": "noop", "status_hook": url}))
         .await;
@@ -143,5 +151,64 @@ async fn undelivered_hooks_survive_a_server_restart() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_to_loopback_or_link_local_addresses_are_refused_at_submit() {
+    let s = TestServer::start(&["noop"]).await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://[::1]:9/hook",
+        "http://[::ffff:127.0.0.1]:9/hook",
+        "http://2130706433/hook", // 127.0.0.1 as one number
+        "http://169.254.169.254/latest/meta-data/",
+        "http://0.0.0.0:9/",
+    ] {
+        let (status, body) = s.submit(json!({"name": "noop", "status_hook": url})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
+        let text = body.to_string();
+        assert!(
+            text.contains("status_hook") && text.contains("denied network"),
+            "{url}: {body}"
+        );
+    }
+    s.shutdown().await;
+}
+
+/// A name is checked where it matters, at connect time: `localhost` passes the
+/// submit check, but every address it resolves to is denied, so the receiver on
+/// loopback never sees a request and the hooks are dropped (and reported).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_name_that_resolves_to_loopback_is_never_contacted() {
+    let (url, receiver) = start_receiver(0).await;
+    let url = url.replace("127.0.0.1", "localhost");
+    let s = TestServer::start_with(&["noop"], |cfg| {
+        cfg.hook_retry_for = Duration::from_millis(300);
+    })
+    .await;
+    let id = s
+        .submit_ok(json!({"name": "noop", "status_hook": url}))
+        .await;
+    s.wait_status(&id, "success").await;
+    let started = Instant::now();
+    loop {
+        let (status, body) =
+            TestServer::send(s.authed(reqwest::Method::GET, "/api/v1/meta/cluster_status")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body.to_string().contains("3 status hooks were dropped") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the hooks were not dropped: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        receiver.got.lock().expect("lock").is_empty()
+            && *receiver.refused.lock().expect("lock") == 0,
+        "the loopback receiver was contacted"
+    );
     s.shutdown().await;
 }

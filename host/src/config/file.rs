@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    Config, ConfigError, JobLoggers, Level, MIB, invalid, parse_duration, parse_listen,
+    Config, ConfigError, HookPolicy, JobLoggers, Level, MIB, invalid, parse_duration, parse_listen,
     parse_protocol,
 };
 use crate::cron::MissedRuns;
@@ -48,6 +48,10 @@ struct PeriodicFile {
 struct HooksFile {
     /// How long a failing webhook is retried before it is dropped.
     retry_for: Option<String>,
+    /// Networks (CIDR) or addresses hooks may reach even if denied.
+    allow: Option<Vec<String>>,
+    /// Networks denied on top of loopback, link-local and unspecified.
+    deny: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,8 +235,17 @@ impl Config {
         if let Some(m) = f.periodic.and_then(|p| p.missed_runs) {
             self.missed_runs = m;
         }
-        if let Some(t) = f.hooks.and_then(|h| h.retry_for) {
-            self.hook_retry_for = parse_duration("hooks.retry_for", &t)?;
+        if let Some(hooks) = f.hooks {
+            if let Some(t) = hooks.retry_for {
+                self.hook_retry_for = parse_duration("hooks.retry_for", &t)?;
+            }
+            let (allow, deny) = (
+                hooks.allow.unwrap_or_default(),
+                hooks.deny.unwrap_or_default(),
+            );
+            HookPolicy::new(&allow, &[]).map_err(|e| invalid("hooks.allow", e))?;
+            self.hook_policy =
+                HookPolicy::new(&allow, &deny).map_err(|e| invalid("hooks.deny", e))?;
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ use file::FileConfig;
 
 use crate::cron::MissedRuns;
 use crate::runtime::RuntimeConfig;
+use crate::service::HookPolicy;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -106,6 +107,8 @@ pub struct Config {
     pub missed_runs: MissedRuns,
     /// How long a failing status hook is retried before it is dropped.
     pub hook_retry_for: Duration,
+    /// Which addresses status hooks may reach (`hooks.allow`, `hooks.deny`).
+    pub hook_policy: HookPolicy,
     pub runtime: RuntimeConfig,
 }
 
@@ -131,6 +134,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             missed_runs: MissedRuns::Latest,
             hook_retry_for: Duration::from_secs(3600),
+            hook_policy: HookPolicy::default(),
             runtime: RuntimeConfig::default(),
         }
     }
@@ -374,6 +378,16 @@ mod tests {
     }
 
     #[test]
+    fn hook_networks() {
+        let yaml = "hooks:\n  allow: [\"127.0.0.1\"]\n  deny: [\"10.0.0.0/8\"]\n";
+        let p = load(yaml, &[]).unwrap().hook_policy;
+        assert!(p.check("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(p.check("::1".parse().unwrap()).is_err());
+        assert!(p.check("10.1.1.1".parse().unwrap()).is_err());
+        assert_eq!(load("", &[]).unwrap().hook_policy, HookPolicy::default());
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let cases = [
             ("worker_pool:\n  workers: 0\n", "worker_pool.workers"),
@@ -385,6 +399,8 @@ mod tests {
             ("worker_pool:\n  backend: redis\n", "worker_pool.backend"),
             ("secret: short\n", "secret"),
             ("sandbox:\n  memory_mib: 0\n", "sandbox"),
+            ("hooks:\n  allow: [\"localhost\"]\n", "hooks.allow"),
+            ("hooks:\n  deny: [\"10.0.0.0/33\"]\n", "hooks.deny"),
         ];
         for (yaml, key) in cases {
             let err = load(yaml, &[]).expect_err(yaml).to_string();

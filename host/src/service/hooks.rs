@@ -11,12 +11,13 @@
 //! - Delivery runs on its own task: a slow or dead receiver never slows jobs.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::JobService;
 use super::retry::backoff_with;
+use super::{JobService, PolicyResolver};
 use crate::api::view::JobView;
 use crate::job::now_ms;
 use crate::store::HookRecord;
@@ -50,7 +51,13 @@ impl JobService {
     }
 
     async fn hook_loop(self) {
-        let client = match reqwest::Client::builder().timeout(POST_TIMEOUT).build() {
+        let policy = Arc::new(self.config().hook_policy.clone());
+        let client = reqwest::Client::builder()
+            .timeout(POST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(PolicyResolver(policy)))
+            .build();
+        let client = match client {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the webhook client: hooks are not delivered");
@@ -103,6 +110,14 @@ impl JobService {
             }
             if hook.next_at > now {
                 next_due = Some(next_due.map_or(hook.next_at, |n| n.min(hook.next_at)));
+                continue;
+            }
+            // An address denied since the job was submitted (the policy changed
+            // across a restart) is never contacted: the hook is dropped.
+            if let Err(why) = self.config().hook_policy.check_url(&hook.url) {
+                tracing::error!(job = %hook.job.id, url = %hook.url, %why, "webhook dropped: address denied");
+                self.store().hook_done(hook.seq).await?;
+                self.count_dropped_hook();
                 continue;
             }
             sending.insert(hook.job.id);

@@ -11,6 +11,7 @@
 
 mod capacity;
 mod heartbeat;
+mod hook_policy;
 mod hooks;
 mod host;
 mod periodic;
@@ -20,6 +21,8 @@ mod scheduler;
 mod submit;
 mod sweeper;
 mod worker;
+
+pub use hook_policy::{HookPolicy, PolicyResolver};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -256,6 +256,10 @@ impl JobService {
         }
         if let Some(hook) = &r.status_hook {
             check_hook_url(hook)?;
+            self.config()
+                .hook_policy
+                .check_url(hook)
+                .map_err(|why| invalid("status_hook", format!("{hook:?}: {why}")))?;
         }
         match self.runtime().validate(&plugin, &params).await? {
             Ok(()) => {}
