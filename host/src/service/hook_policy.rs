@@ -56,8 +56,10 @@ impl HookPolicy {
                 .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
                 .map_err(|_| format!("{s:?} is not a network (CIDR such as 10.0.0.0/8) or address"))
         };
-        let mut policy = Self::default();
-        policy.allow = allow.iter().map(parse).collect::<Result<_, _>>()?;
+        let mut policy = Self {
+            allow: allow.iter().map(parse).collect::<Result<_, _>>()?,
+            ..Self::default()
+        };
         for d in deny {
             policy.deny.push(parse(d)?);
         }
