@@ -74,6 +74,17 @@ where
     let Some(b) = b else {
         return read().await.map(|(t, _)| t);
     };
+    let Some(_waiting) = service.blocking_permit() else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too many requests",
+            format!(
+                "{} blocking queries are already waiting (max_blocking_waiters): retry \
+                 later, or ask without `index`",
+                service.config().max_blocking_waiters
+            ),
+        ));
+    };
     let mut changes = service.store().watch_index();
     let deadline = tokio::time::Instant::now() + b.wait;
     loop {

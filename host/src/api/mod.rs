@@ -8,6 +8,7 @@ mod error;
 mod jobs;
 mod ops;
 mod plugins;
+mod timeout;
 pub mod view;
 
 use std::sync::Arc;
@@ -52,6 +53,10 @@ pub fn router(service: JobService, secret: Arc<str>) -> Router {
         .layer(middleware::from_fn_with_state(
             service.clone(),
             blocking::index_header,
+        ))
+        .layer(middleware::from_fn_with_state(
+            service.clone(),
+            timeout::request_timeout,
         ))
         .with_state(service)
 }

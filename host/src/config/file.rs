@@ -32,6 +32,9 @@ pub(super) struct FileConfig {
     properties: Option<HashMap<String, String>>,
     max_body_bytes: Option<usize>,
     max_batch: Option<usize>,
+    request_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_blocking_waiters: Option<usize>,
     shutdown_timeout: Option<String>,
     periodic: Option<PeriodicFile>,
     hooks: Option<HooksFile>,
@@ -228,6 +231,15 @@ impl Config {
         }
         if let Some(b) = f.max_batch {
             self.max_batch = b;
+        }
+        if let Some(t) = f.request_timeout {
+            self.request_timeout = parse_duration("request_timeout", &t)?;
+        }
+        if let Some(n) = f.max_connections {
+            self.max_connections = n;
+        }
+        if let Some(n) = f.max_blocking_waiters {
+            self.max_blocking_waiters = n;
         }
         if let Some(t) = f.shutdown_timeout {
             self.shutdown_timeout = parse_duration("shutdown_timeout", &t)?;

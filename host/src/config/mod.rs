@@ -101,6 +101,13 @@ pub struct Config {
     pub properties: HashMap<String, String>,
     pub max_body_bytes: usize,
     pub max_batch: usize,
+    /// Longest time one request may take (a blocking query gets its `wait` on
+    /// top); past it the client gets a 503.
+    pub request_timeout: Duration,
+    /// API connections open at once; more are closed when accepted.
+    pub max_connections: usize,
+    /// Blocking queries waiting at once; more get a 429.
+    pub max_blocking_waiters: usize,
     /// How long a graceful shutdown waits for running jobs.
     pub shutdown_timeout: Duration,
     /// Periodic fire times missed while the server was down.
@@ -131,6 +138,9 @@ impl Default for Config {
             properties: HashMap::new(),
             max_body_bytes: 1024 * 1024,
             max_batch: 10_000,
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            max_blocking_waiters: 512,
             shutdown_timeout: Duration::from_secs(10),
             missed_runs: MissedRuns::Latest,
             hook_retry_for: Duration::from_secs(3600),
@@ -310,6 +320,15 @@ impl Config {
         if self.max_batch == 0 {
             return Err(invalid("max_batch", "must be at least 1"));
         }
+        if self.request_timeout < Duration::from_millis(100) {
+            return Err(invalid("request_timeout", "must be at least 100ms"));
+        }
+        if self.max_connections == 0 || self.max_connections > 1_000_000 {
+            return Err(invalid("max_connections", "must be between 1 and 1000000"));
+        }
+        if self.max_blocking_waiters > 1_000_000 {
+            return Err(invalid("max_blocking_waiters", "must be at most 1000000"));
+        }
         self.runtime
             .validate()
             .map_err(|e| invalid("sandbox", e.to_string()))
@@ -401,6 +420,8 @@ mod tests {
             ("sandbox:\n  memory_mib: 0\n", "sandbox"),
             ("hooks:\n  allow: [\"localhost\"]\n", "hooks.allow"),
             ("hooks:\n  deny: [\"10.0.0.0/33\"]\n", "hooks.deny"),
+            ("max_connections: 0\n", "max_connections"),
+            ("request_timeout: 1ms\n", "request_timeout"),
         ];
         for (yaml, key) in cases {
             let err = load(yaml, &[]).expect_err(yaml).to_string();

@@ -9,8 +9,15 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
+use axum_server::accept::DefaultAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+mod limits;
+
+use limits::ConnectionLimit;
 
 use crate::api;
 use crate::config::Config;
@@ -127,13 +134,16 @@ impl Node {
         let stopped = async move {
             let _ = stop_rx.await;
         };
-        let served = match self.service.config().tls.clone() {
-            None => axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-                .map_err(ServerError::Serve),
-            Some((cert, key)) => serve_tls(listener, app, &cert, &key, stopped).await,
-        };
+        let config = self.service.config();
+        let served = serve_api(
+            listener,
+            app,
+            config.tls.clone(),
+            config.max_connections,
+            config.shutdown_timeout,
+            stopped,
+        )
+        .await;
         self.stop().await;
         served
     }
@@ -172,30 +182,54 @@ impl Node {
     }
 }
 
-async fn serve_tls(
+/// Serve `app` over HTTP, or HTTPS with `tls` (certificate and key files), with
+/// the connection limits of [`limits`], until `stopped` resolves; then connections
+/// get `grace` to finish their requests (a blocking query may wait minutes).
+async fn serve_api(
     listener: TcpListener,
     app: axum::Router,
-    cert: &Path,
-    key: &Path,
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    max_connections: usize,
+    grace: std::time::Duration,
     stopped: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-        .await
-        .map_err(ServerError::Tls)?;
     let handle = axum_server::Handle::new();
     let h = handle.clone();
     tokio::spawn(async move {
         stopped.await;
-        h.graceful_shutdown(None);
+        h.graceful_shutdown(Some(grace));
     });
     let std_listener = listener.into_std().map_err(ServerError::Serve)?;
-    axum_server::from_tcp_rustls(std_listener, tls)
+    let server = axum_server::from_tcp(std_listener)
         .map_err(ServerError::Serve)?
-        .handle(handle)
-        .serve(app.into_make_service())
-        .await
-        .map_err(ServerError::Serve)
+        .handle(handle);
+    let limit = ConnectionLimit::new(DefaultAcceptor::new(), max_connections);
+    let service = app.into_make_service();
+    let served = match tls {
+        None => {
+            let mut server = server.acceptor(limit);
+            http_limits(server.http_builder());
+            server.serve(service).await
+        }
+        Some((cert, key)) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let tls = RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(ServerError::Tls)?;
+            let mut server = server.acceptor(RustlsAcceptor::new(tls).acceptor(limit));
+            http_limits(server.http_builder());
+            server.serve(service).await
+        }
+    };
+    served.map_err(ServerError::Serve)
+}
+
+/// A request's headers must arrive within [`limits::HEADER_TIMEOUT`].
+fn http_limits(builder: &mut hyper_util::server::conn::auto::Builder<TokioExecutor>) {
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits::HEADER_TIMEOUT);
 }
 
 /// The configured secret, or the one kept in `<data_dir>/secret` (created with a

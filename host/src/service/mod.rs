@@ -64,6 +64,8 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     dropped_hooks: std::sync::atomic::AtomicU64,
     capacity: capacity::Capacity,
+    /// Permits of the blocking queries allowed to wait at once.
+    blocking_waiters: Arc<tokio::sync::Semaphore>,
 }
 
 impl JobService {
@@ -79,6 +81,7 @@ impl JobService {
             &Uuid::new_v4().simple().to_string()[..8]
         );
         let capacity = config.capacity.clone();
+        let blocking_waiters = Arc::new(tokio::sync::Semaphore::new(config.max_blocking_waiters));
         Self {
             inner: Arc::new(Inner {
                 properties: Arc::new(config.properties.clone()),
@@ -94,8 +97,15 @@ impl JobService {
                 shutdown: watch::channel(false).0,
                 dropped_hooks: std::sync::atomic::AtomicU64::new(0),
                 capacity: capacity::Capacity::new(capacity),
+                blocking_waiters,
             }),
         }
+    }
+
+    /// A place among the blocking queries allowed to wait, held until dropped;
+    /// `None` when `max_blocking_waiters` are waiting.
+    pub fn blocking_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.blocking_waiters.clone().try_acquire_owned().ok()
     }
 
     pub fn config(&self) -> &Config {
