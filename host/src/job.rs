@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// A job's kind (Harbor).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Kind {
     /// Run as soon as a worker is free.
     Generic,
@@ -30,7 +30,7 @@ impl Kind {
 }
 
 /// A job's status (Harbor's values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// In the ready queue.
@@ -206,13 +206,14 @@ pub struct Job {
 pub const MAX_EVENTS: usize = 10;
 
 /// A typed event in a job's life (Nomad's task events).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskEvent {
     /// `Received`, `Started`, `Checkin`, `Killing`, `Killed`, `Terminated`,
     /// `Restarting`, `Not Restarting`, `Sub-job launched`, `Failed Validation`.
     #[serde(rename = "type")]
     pub kind: String,
     /// Unix nanoseconds.
+    #[schema(value_type = u64)]
     pub time: u128,
     pub message: String,
 }

@@ -93,7 +93,7 @@ async fn unknown_ids_actions_and_conflicts() {
 
     let id = s.submit_ok(json!({"name": "noop"})).await;
     let (st, body) = s.action(&id, "pause").await;
-    assert_error(st, &body, StatusCode::NOT_IMPLEMENTED, "pause");
+    assert_error(st, &body, StatusCode::BAD_REQUEST, "pause");
     s.wait_status(&id, "success").await;
     let (st, body) = s.action(&id, "retry").await;
     assert_error(st, &body, StatusCode::CONFLICT, "success");

@@ -1,5 +1,6 @@
 //! Blocking queries (Nomad): `?index=N&wait=30s` answers as soon as the data's
-//! modify index passes N, or when `wait` (at most 5 minutes) is over. Waiters
+//! modify index passes N, or when `wait` (at most `blocking_max_wait`, 5 minutes by
+//! default, which is also the wait when none is given) is over. Waiters
 //! sleep on the store's index watch, so they cost nothing while nothing changes.
 //! Every response carries the store's index in `X-Wasmjobs-Index`.
 
@@ -14,10 +15,6 @@ use super::error::ApiError;
 use crate::service::JobService;
 
 pub const INDEX_HEADER: &str = "x-wasmjobs-index";
-/// The longest `wait`.
-pub const MAX_WAIT: Duration = Duration::from_secs(300);
-/// `wait` when only `index` is given.
-const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 
 /// A parsed `index`/`wait` pair.
 #[derive(Debug, Clone, Copy)]
@@ -26,8 +23,13 @@ pub struct Blocking {
     pub wait: Duration,
 }
 
-/// Parse the query's `index` and `wait`; `None` when no `index` was given.
-pub fn parse(index: Option<&str>, wait: Option<&str>) -> Result<Option<Blocking>, ApiError> {
+/// Parse the query's `index` and `wait` (at most `max_wait`, which is also the
+/// default); `None` when no `index` was given.
+pub fn parse(
+    index: Option<&str>,
+    wait: Option<&str>,
+    max_wait: Duration,
+) -> Result<Option<Blocking>, ApiError> {
     let wait = match wait {
         None => None,
         Some(w) => {
@@ -37,9 +39,10 @@ pub fn parse(index: Option<&str>, wait: Option<&str>) -> Result<Option<Blocking>
                     ApiError::bad_request(format!("wait {w:?} is not a duration like 30s or 5m"))
                 })?,
             };
-            if d > MAX_WAIT {
+            if d > max_wait {
                 return Err(ApiError::bad_request(format!(
-                    "wait {w:?} is over the maximum of 5m"
+                    "wait {w:?} is over the maximum of {} (blocking_max_wait)",
+                    humantime::format_duration(max_wait)
                 )));
             }
             Some(d)
@@ -49,12 +52,20 @@ pub fn parse(index: Option<&str>, wait: Option<&str>) -> Result<Option<Blocking>
         None if wait.is_some() => Err(ApiError::bad_request("wait needs an index")),
         None => Ok(None),
         Some(i) => {
-            let index = i.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!("index {i:?} is not a non-negative integer"))
-            })?;
+            // Indexes are JSON-safe signed 64-bit integers (as documented).
+            let index = i
+                .parse::<u64>()
+                .ok()
+                .filter(|n| i64::try_from(*n).is_ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "index {i:?} is not an integer from 0 to {}",
+                        i64::MAX
+                    ))
+                })?;
             Ok(Some(Blocking {
                 index,
-                wait: wait.unwrap_or(DEFAULT_WAIT),
+                wait: wait.unwrap_or(max_wait),
             }))
         }
     }
@@ -120,6 +131,8 @@ pub async fn index_header(
 mod tests {
     use super::*;
 
+    const MAX: Duration = Duration::from_secs(300);
+
     /// Property: any `index`/`wait` strings give a value or a 400, never a panic;
     /// accepted waits are at most the maximum.
     #[test]
@@ -157,14 +170,14 @@ mod tests {
                 }
             };
             let (index, wait) = (pick(&mut rng), pick(&mut rng));
-            if let Ok(Some(b)) = parse(index.as_deref(), wait.as_deref()) {
-                assert!(b.wait <= MAX_WAIT, "{index:?} {wait:?}");
+            if let Ok(Some(b)) = parse(index.as_deref(), wait.as_deref(), MAX) {
+                assert!(b.wait <= MAX, "{index:?} {wait:?}");
             }
         }
-        assert!(parse(Some("5"), Some("6m")).is_err());
-        assert!(parse(None, Some("1s")).is_err());
+        assert!(parse(Some("5"), Some("6m"), MAX).is_err());
+        assert!(parse(None, Some("1s"), MAX).is_err());
         assert_eq!(
-            parse(Some("5"), Some("2s"))
+            parse(Some("5"), Some("2s"), MAX)
                 .unwrap()
                 .map(|b| (b.index, b.wait)),
             Some((5, Duration::from_secs(2)))

@@ -11,20 +11,26 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::service::{JobService, ServiceError};
 use crate::store::ChangeRecord;
 
 const MAX_RECORDS: i64 = 1000;
 
-#[derive(Debug, Deserialize)]
+/// Where to read the changefeed from, and how far.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ChangesQuery {
+    /// 0: from the start; 1: the latest; else an id returned earlier.
+    #[param(value_type = Option<u64>)]
     change_id: Option<String>,
+    /// How many, -1000 to 1000 but not 0 (negative: the records before).
+    #[param(value_type = Option<i64>, minimum = -1000, maximum = 1000)]
     records: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct ChangeView {
     id: String,
     created_at: String,
@@ -36,7 +42,7 @@ pub(super) struct ChangeView {
     plugin_digest: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct ChangesPage {
     count: usize,
     records: Vec<ChangeView>,
@@ -56,6 +62,10 @@ fn view(c: ChangeRecord) -> ChangeView {
     }
 }
 
+/// The audit changefeed (MSR).
+#[utoipa::path(get, path = "/api/v1/changes", tag = "operations", params(ChangesQuery),
+    responses((status = 200, description = "Records, oldest first", body = ChangesPage), (status = 400, description = "Bad input; the description names the field", body = ErrorBody), (status = 404, description = "No such change id", body = ErrorBody), (status = 401, description = "Missing or wrong secret", body = ErrorBody), (status = 503, description = "The request took longer than request_timeout", body = ErrorBody)),
+    security(("harbor_secret" = [])))]
 pub(super) async fn list(
     State(service): State<JobService>,
     query: Result<Query<ChangesQuery>, QueryRejection>,
@@ -85,8 +95,8 @@ pub(super) async fn list(
             .await
             .map_err(ServiceError::from)?
     {
-        return Err(ApiError::bad_request(format!(
-            "change_id {change_id:?} was not issued by this server"
+        return Err(ApiError::not_found(format!(
+            "no change {change_id}: it was not issued by this server"
         )));
     }
     let limit = records.unsigned_abs() as usize;

@@ -15,10 +15,14 @@ pub struct ApiError {
     pub description: String,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// The HTTP status.
     code: u16,
+    /// A short message.
     err: &'a str,
+    /// What was wrong, naming the field or value.
     description: &'a str,
 }
 
@@ -42,7 +46,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
+        let body = ErrorBody {
             code: self.status.as_u16(),
             err: self.err,
             description: &self.description,

@@ -15,38 +15,50 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::blocking;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::view::{JobEnvelope, JobView, JobsEnvelope};
 use crate::job::{Command, Kind, Status, now_ms};
 use crate::service::{JobRequest, JobService, ServiceError};
 use crate::store::JobFilter;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SubmitBody {
+pub(super) struct SubmitBody {
     job: JobBody,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchBody {
+pub(super) struct BatchBody {
     jobs: Vec<JobBody>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A job to submit (Harbor's job request).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct JobBody {
+pub(super) struct JobBody {
+    /// The job name of a loaded plugin.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     name: String,
+    /// The job's parameters: a JSON object, checked by the plugin's `validate`.
     #[serde(default)]
+    #[schema(value_type = Object)]
     parameters: serde_json::Value,
+    /// An http(s) URL POSTed on every status change and check-in (loopback and
+    /// link-local addresses are refused unless the operator allows them).
+    #[schema(
+        pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$",
+        max_length = 2048
+    )]
     status_hook: Option<String>,
     #[serde(default)]
     metadata: Metadata,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// How and when the job runs.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Metadata {
+pub(super) struct Metadata {
     kind: Option<Kind>,
     schedule_delay: Option<u64>,
     cron_spec: Option<String>,
@@ -55,14 +67,16 @@ struct Metadata {
     #[serde(default)]
     priority: i32,
     capacity_map: Option<BTreeMap<String, u32>>,
+    /// Wall-clock limit of one attempt: `"30s"`, or whole seconds.
     deadline: Option<DurationField>,
+    /// Time to honour stop/cancel before a kill: `"10s"`, or whole seconds.
     stop_timeout: Option<DurationField>,
 }
 
 /// A duration as text (`"30s"`, `"1m 30s"`) or whole seconds.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
-enum DurationField {
+pub(super) enum DurationField {
     Seconds(u64),
     Text(String),
 }
@@ -133,6 +147,14 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::not_found(format!("no job {id:?}: job ids are UUIDs")))
 }
 
+/// Submit a job: 202 once it is durable.
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = SubmitBody,
+    responses(
+        (status = 202, description = "Accepted and stored", body = JobEnvelope),
+        (status = 400, description = "Bad input; the description names the field", body = ErrorBody), (status = 401, description = "Missing or wrong secret", body = ErrorBody),
+        (status = 409, description = "A unique job with these parameters is not finished", body = ErrorBody),
+        (status = 413, description = "Body larger than max_body_bytes", body = ErrorBody), (status = 503, description = "Shutting down, or the request took longer than request_timeout", body = ErrorBody)),
+    security(("harbor_secret" = [])))]
 pub(super) async fn submit(
     State(service): State<JobService>,
     body: Result<Bytes, BytesRejection>,
@@ -145,6 +167,14 @@ pub(super) async fn submit(
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
 
+/// Submit many jobs at once, all or nothing, with one durable write.
+#[utoipa::path(post, path = "/api/v1/jobs/batch", tag = "jobs", request_body = BatchBody,
+    responses(
+        (status = 202, description = "All accepted and stored", body = JobsEnvelope),
+        (status = 400, description = "Bad input; the description names the field", body = ErrorBody), (status = 401, description = "Missing or wrong secret", body = ErrorBody),
+        (status = 409, description = "A unique job with these parameters is not finished", body = ErrorBody),
+        (status = 413, description = "Body larger than max_body_bytes", body = ErrorBody), (status = 503, description = "Shutting down, or the request took longer than request_timeout", body = ErrorBody)),
+    security(("harbor_secret" = [])))]
 pub(super) async fn submit_batch(
     State(service): State<JobService>,
     body: Result<Bytes, BytesRejection>,
@@ -165,14 +195,29 @@ pub(super) async fn submit_batch(
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// A blocking query (Nomad): answer once the data's index passes `index`, or
+/// after `wait`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct BlockingQuery {
+    /// Wait until the job's modify index is above this (from `X-Wasmjobs-Index`).
+    #[param(value_type = Option<u64>)]
     index: Option<String>,
+    /// Longest wait, `30s`-style or seconds, at most `blocking_max_wait` (5m by
+    /// default, also the default wait).
+    #[param(pattern = "^([0-9]{1,2}s|[0-9]{1,3}ms|[0-9]{1,2})$")]
     wait: Option<String>,
 }
 
 /// `GET /api/v1/jobs/{id}`, a blocking query with `?index=&wait=`.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job id"), BlockingQuery),
+    responses(
+        (status = 200, description = "The job's stats", body = JobEnvelope,
+            headers(("x-wasmjobs-index" = u64, description = "Index for a blocking query"))),
+        (status = 400, description = "Bad input; the description names the field", body = ErrorBody), (status = 401, description = "Missing or wrong secret", body = ErrorBody), (status = 404, description = "No such job (job ids are UUIDs)", body = ErrorBody), (status = 429, description = "Too many blocking queries waiting (max_blocking_waiters)", body = ErrorBody), (status = 503, description = "Shutting down, or the request took longer than request_timeout", body = ErrorBody)),
+    security(("harbor_secret" = [])))]
 pub(super) async fn get_job(
     State(service): State<JobService>,
     Path(id): Path<String>,
@@ -180,7 +225,11 @@ pub(super) async fn get_job(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let blocking = blocking::parse(q.index.as_deref(), q.wait.as_deref())?;
+    let blocking = blocking::parse(
+        q.index.as_deref(),
+        q.wait.as_deref(),
+        service.config().blocking_max_wait,
+    )?;
     let job = blocking::wait_for(&service, blocking, || async {
         let job = service.get(id).await?;
         let index = job.modify_index;
@@ -205,21 +254,34 @@ pub(super) async fn get_job(
     Ok(([(blocking::INDEX_HEADER, index.to_string())], body).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// Filters and paging of the jobs list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
     name: Option<String>,
+    #[param(value_type = Option<Kind>)]
     kind: Option<String>,
+    #[param(value_type = Option<uuid::Uuid>)]
     upstream_job_id: Option<String>,
+    /// 1 to 1000, default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^([0-9a-fA-F]{16})?$")]
     cursor: Option<String>,
+    /// Blocking query: wait until the store's index is above this.
+    #[param(value_type = Option<u64>)]
     index: Option<String>,
+    /// Longest wait, `30s`-style or seconds, at most `blocking_max_wait`.
+    #[param(pattern = "^([0-9]{1,2}s|[0-9]{1,3}ms|[0-9]{1,2})$")]
     wait: Option<String>,
 }
 
-#[derive(Serialize)]
-struct JobsPage<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct JobsPage<'a> {
     jobs: Vec<JobView<'a>>,
     next_cursor: Option<String>,
 }
@@ -230,6 +292,11 @@ const LIST_SCAN: usize = 10_000;
 /// `GET /api/v1/jobs?status=&name=&kind=&upstream_job_id=&limit=&cursor=`: jobs in
 /// creation order; the cursor stays valid while jobs are added (they go to the
 /// end). A blocking query (`index`, `wait`) waits for any change in the store.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobsPage),
+        (status = 400, description = "Bad input; the description names the field", body = ErrorBody), (status = 401, description = "Missing or wrong secret", body = ErrorBody), (status = 429, description = "Too many blocking queries waiting (max_blocking_waiters)", body = ErrorBody), (status = 503, description = "Shutting down, or the request took longer than request_timeout", body = ErrorBody)),
+    security(("harbor_secret" = [])))]
 pub(super) async fn list(
     State(service): State<JobService>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -269,7 +336,11 @@ pub(super) async fn list(
     };
     let limit = parse_limit(q.limit.as_deref())?;
     let after = parse_cursor(q.cursor.as_deref())?;
-    let blocking = blocking::parse(q.index.as_deref(), q.wait.as_deref())?;
+    let blocking = blocking::parse(
+        q.index.as_deref(),
+        q.wait.as_deref(),
+        service.config().blocking_max_wait,
+    )?;
     let (jobs, next) = blocking::wait_for(&service, blocking, || async {
         let index = *service.store().watch_index().borrow();
         let page = service
@@ -314,15 +385,21 @@ fn parse_cursor(cursor: Option<&str>) -> Result<Option<u64>, ApiError> {
 /// Executions listed in a job's stats (all of them: the executions route).
 const LATEST_EXECUTIONS: usize = 100;
 
-#[derive(Debug, Deserialize)]
+/// Paging of a list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct PageQuery {
+    /// 1 to 1000, default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^([0-9a-fA-F]{16})?$")]
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct ExecutionsPage<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ExecutionsPage<'a> {
     executions: Vec<JobView<'a>>,
     next_cursor: Option<String>,
 }
@@ -330,6 +407,12 @@ struct ExecutionsPage<'a> {
 /// `GET /api/v1/jobs/{id}/executions?limit=&cursor=`: sub-jobs and periodic
 /// executions in launch order; `next_cursor` pages on (stable while new ones are
 /// added, which go to the end).
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/executions", tag = "jobs",
+    params(("id" = String, Path, description = "The upstream job's id"), PageQuery),
+    responses(
+        (status = 200, description = "A page of executions", body = ExecutionsPage),
+        (status = 400, description = "Bad input; the description names the field", body = ErrorBody), (status = 401, description = "Missing or wrong secret", body = ErrorBody), (status = 404, description = "No such job (job ids are UUIDs)", body = ErrorBody), (status = 503, description = "Shutting down, or the request took longer than request_timeout", body = ErrorBody)),
+    security(("harbor_secret" = [])))]
 pub(super) async fn executions(
     State(service): State<JobService>,
     Path(id): Path<String>,
@@ -350,12 +433,25 @@ pub(super) async fn executions(
     Ok(Json(body).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// An operator action on a job.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ActionBody {
+pub(super) struct ActionBody {
+    /// `stop`, `cancel` or `retry`.
+    #[schema(pattern = "^(stop|cancel|retry)$")]
     action: String,
 }
 
+/// Stop or cancel a job, or retry a failed one (Harbor's actions).
+#[utoipa::path(post, path = "/api/v1/jobs/{id}", tag = "jobs", request_body = ActionBody,
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 204, description = "Done"),
+        (status = 400, description = "Bad input; the description names the field", body = ErrorBody), (status = 401, description = "Missing or wrong secret", body = ErrorBody), (status = 404, description = "No such job (job ids are UUIDs)", body = ErrorBody),
+        (status = 409, description = "Not possible in the job's status", body = ErrorBody),
+        (status = 413, description = "Body larger than max_body_bytes", body = ErrorBody),
+        (status = 503, description = "Shutting down, or the request took longer than request_timeout", body = ErrorBody)),
+    security(("harbor_secret" = [])))]
 pub(super) async fn action(
     State(service): State<JobService>,
     Path(id): Path<String>,
@@ -378,7 +474,7 @@ pub(super) async fn action(
         }
         other => {
             return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
+                StatusCode::BAD_REQUEST,
                 "unknown action",
                 format!("action {other:?} is not one of stop, cancel, retry"),
             ));
@@ -389,6 +485,14 @@ pub(super) async fn action(
 
 /// `GET /api/v1/jobs/{id}/log`: the job's log lines merged with its attempts'
 /// start and end. 404 before the job started, and once the sweeper has removed it.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/log", tag = "jobs",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The log, one line per event", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or wrong secret", body = ErrorBody),
+        (status = 404, description = "No such job, not started yet, or log swept", body = ErrorBody),
+        (status = 503, description = "Shutting down, or the request took longer than request_timeout", body = ErrorBody)),
+    security(("harbor_secret" = [])))]
 pub(super) async fn log(
     State(service): State<JobService>,
     Path(id): Path<String>,

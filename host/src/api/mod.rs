@@ -6,6 +6,7 @@ mod blocking;
 mod changes;
 mod error;
 mod jobs;
+mod openapi;
 mod ops;
 mod plugins;
 mod timeout;
@@ -14,41 +15,28 @@ pub mod view;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Extension};
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::{get, post};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::Secret;
 pub use error::ApiError;
 
 use crate::service::JobService;
 
-/// The whole API. Every route needs the secret except `/_ping` and `/api/v1/stats`.
+/// The whole API. Every route needs the secret except `/_ping`,
+/// `/api/v1/stats` and `/api/v1/openapi.json`.
 pub fn router(service: JobService, secret: Arc<str>) -> Router {
+    let (router, doc) = routes(secret).split_for_parts();
+    let doc = serde_json::to_value(&doc).expect("the OpenAPI document serializes");
     let limit = service.config().max_body_bytes;
-    let protected = Router::new()
-        .route("/api/v1/jobs", post(jobs::submit).get(jobs::list))
-        .route("/api/v1/jobs/batch", post(jobs::submit_batch))
-        .route("/api/v1/jobs/{id}", get(jobs::get_job).post(jobs::action))
-        .route("/api/v1/jobs/{id}/log", get(jobs::log))
-        .route("/api/v1/jobs/{id}/executions", get(jobs::executions))
-        .route("/api/v1/plugins", get(plugins::list))
-        .route("/api/v1/workers", get(ops::workers))
-        .route("/api/v1/crons", get(ops::crons))
-        .route("/api/v1/changes", get(changes::list))
-        .route("/api/v1/meta/cluster_status", get(ops::cluster_status))
-        .route("/api/v1/plugins/{name}/validate", post(plugins::validate))
-        .route_layer(middleware::from_fn_with_state(
-            Secret(secret),
-            auth::require_secret,
-        ));
-    Router::new()
-        .route("/_ping", get(ops::ping))
-        .route("/api/v1/stats", get(ops::stats))
-        .merge(protected)
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(openapi::Document(Arc::new(doc))))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(
             service.clone(),
@@ -59,6 +47,31 @@ pub fn router(service: JobService, secret: Arc<str>) -> Router {
             timeout::request_timeout,
         ))
         .with_state(service)
+}
+
+/// Every route, registered with its OpenAPI description.
+fn routes(secret: Arc<str>) -> OpenApiRouter<JobService> {
+    let protected = OpenApiRouter::new()
+        .routes(routes!(jobs::submit, jobs::list))
+        .routes(routes!(jobs::submit_batch))
+        .routes(routes!(jobs::get_job, jobs::action))
+        .routes(routes!(jobs::log))
+        .routes(routes!(jobs::executions))
+        .routes(routes!(plugins::list))
+        .routes(routes!(plugins::validate))
+        .routes(routes!(ops::workers))
+        .routes(routes!(ops::crons))
+        .routes(routes!(ops::cluster_status))
+        .routes(routes!(changes::list))
+        .route_layer(middleware::from_fn_with_state(
+            Secret(secret),
+            auth::require_secret,
+        ));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(ops::ping))
+        .routes(routes!(ops::stats))
+        .routes(routes!(openapi::document))
+        .merge(protected)
 }
 
 async fn not_found() -> ApiError {

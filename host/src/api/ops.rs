@@ -6,11 +6,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::runtime::FileStatus;
 use crate::service::{JobService, ServiceError};
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct Ping {
     healthy: bool,
     error: String,
@@ -18,6 +18,11 @@ pub(super) struct Ping {
 
 /// `GET /_ping` (no auth): 200 when the store can be written and flushed, 503
 /// with the reason if not.
+/// Health of this node: 200 while the store can be written, else 503.
+#[utoipa::path(get, path = "/_ping", tag = "operations",
+    responses(
+        (status = 200, description = "Healthy", body = Ping),
+        (status = 503, description = "The store cannot be written", body = Ping)))]
 pub(super) async fn ping(State(service): State<JobService>) -> Response {
     match service.store().probe().await {
         Ok(()) => Json(Ping {
@@ -36,7 +41,7 @@ pub(super) async fn ping(State(service): State<JobService>) -> Response {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct PoolStats {
     worker_pool_id: String,
     started_at: u64,
@@ -47,6 +52,9 @@ pub(super) struct PoolStats {
 }
 
 /// `GET /api/v1/stats` (no auth): Harbor's worker pool stats.
+/// The worker pool of this node (Harbor's stats); no secret needed.
+#[utoipa::path(get, path = "/api/v1/stats", tag = "operations",
+    responses((status = 200, description = "The pool", body = Vec<PoolStats>)))]
 pub(super) async fn stats(State(service): State<JobService>) -> Json<Vec<PoolStats>> {
     let secs = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
@@ -71,7 +79,7 @@ pub(super) async fn stats(State(service): State<JobService>) -> Json<Vec<PoolSta
     }])
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct WorkerView {
     id: String,
     status: &'static str,
@@ -82,7 +90,7 @@ pub(super) struct WorkerView {
     heartbeat_expiration: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct Workers {
     workers: Vec<WorkerView>,
 }
@@ -93,6 +101,10 @@ fn rfc3339(ms: u64) -> String {
 }
 
 /// `GET /api/v1/workers` (DTR): every node that heartbeats into the store.
+/// Every node's workers, capacity maps and heartbeats (DTR).
+#[utoipa::path(get, path = "/api/v1/workers", tag = "operations",
+    responses((status = 200, description = "The workers", body = Workers), (status = 401, description = "Missing or wrong secret", body = ErrorBody), (status = 503, description = "The request took longer than request_timeout", body = ErrorBody)),
+    security(("harbor_secret" = [])))]
 pub(super) async fn workers(State(service): State<JobService>) -> Result<Json<Workers>, ApiError> {
     let now = crate::job::now_ms();
     let list = service
@@ -120,13 +132,14 @@ pub(super) async fn workers(State(service): State<JobService>) -> Result<Json<Wo
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct CronView<'a> {
     id: uuid::Uuid,
     name: &'a str,
     schedule: Option<&'a str>,
     retries: u32,
     capacity_map: &'a std::collections::BTreeMap<String, u32>,
+    #[schema(value_type = Object)]
     parameters: &'a serde_json::value::RawValue,
     deadline: Option<String>,
     stop_timeout: Option<String>,
@@ -134,6 +147,10 @@ pub(super) struct CronView<'a> {
 }
 
 /// `GET /api/v1/crons` (DTR): the active periodic templates.
+/// The periodic jobs and their next run (DTR).
+#[utoipa::path(get, path = "/api/v1/crons", tag = "operations",
+    responses((status = 200, description = "The periodic jobs", body = Crons), (status = 401, description = "Missing or wrong secret", body = ErrorBody), (status = 503, description = "The request took longer than request_timeout", body = ErrorBody)),
+    security(("harbor_secret" = [])))]
 pub(super) async fn crons(State(service): State<JobService>) -> Result<Response, ApiError> {
     let templates = service
         .store()
@@ -158,16 +175,33 @@ pub(super) async fn crons(State(service): State<JobService>) -> Result<Response,
             next_run: t.run_at.map(rfc3339),
         })
         .collect();
-    Ok(Json(serde_json::json!({ "crons": crons })).into_response())
+    Ok(Json(Crons { crons }).into_response())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Crons<'a> {
+    crons: Vec<CronView<'a>>,
+}
+
+/// MSR's cluster status.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ClusterStatus {
+    current_issues: Vec<Issue>,
+    /// Node id -> `OK`, `heartbeat expired` or `store unwritable`.
+    replica_health: std::collections::BTreeMap<String, String>,
+    node_id: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct Issue {
     critical: bool,
     description: String,
 }
 
 /// `GET /api/v1/meta/cluster_status` (MSR): current issues and each node's health.
+#[utoipa::path(get, path = "/api/v1/meta/cluster_status", tag = "operations",
+    responses((status = 200, description = "Current issues and each node's health", body = ClusterStatus), (status = 401, description = "Missing or wrong secret", body = ErrorBody), (status = 503, description = "The request took longer than request_timeout", body = ErrorBody)),
+    security(("harbor_secret" = [])))]
 pub(super) async fn cluster_status(
     State(service): State<JobService>,
 ) -> Result<Response, ApiError> {
@@ -228,10 +262,10 @@ pub(super) async fn cluster_status(
                 "store unwritable".into()
             }
         });
-    Ok(Json(serde_json::json!({
-        "current_issues": issues,
-        "replica_health": replica_health,
-        "node_id": service.node_id(),
-    }))
+    Ok(Json(ClusterStatus {
+        current_issues: issues,
+        replica_health,
+        node_id: service.node_id().to_string(),
+    })
     .into_response())
 }

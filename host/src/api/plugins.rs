@@ -9,12 +9,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::jobs::parse_body;
 use crate::runtime::{FileStatus, PluginInfo};
 use crate::service::{JobService, ServiceError};
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct PluginView {
     /// The job name (the serving version's; `null` for a file that never loaded).
     name: Option<String>,
@@ -30,15 +30,19 @@ pub(super) struct PluginView {
     status: &'static str,
     error: Option<String>,
     #[serde(flatten)]
+    #[schema(inline)]
     info: Option<PluginInfo>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct PluginList {
     plugins: Vec<PluginView>,
 }
 
-/// `GET /api/v1/plugins`.
+/// `GET /api/v1/plugins`: every file of the plugin directory.
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
+    responses((status = 200, description = "The plugins", body = PluginList), (status = 401, description = "Missing or wrong secret", body = ErrorBody), (status = 503, description = "The request took longer than request_timeout", body = ErrorBody)),
+    security(("harbor_secret" = [])))]
 pub(super) async fn list(State(service): State<JobService>) -> Json<PluginList> {
     let plugins = service
         .registry()
@@ -71,13 +75,23 @@ pub(super) async fn list(State(service): State<JobService>) -> Json<PluginList> 
     Json(PluginList { plugins })
 }
 
-#[derive(Serialize)]
-struct Valid {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Valid {
     valid: bool,
 }
 
 /// `POST /api/v1/plugins/{name}/validate` with the parameters as the body: runs
 /// the plugin's `validate` and enqueues nothing. 200, or 400 with its message.
+#[utoipa::path(post, path = "/api/v1/plugins/{name}/validate", tag = "plugins",
+    params(("name" = String, Path, description = "A job name")),
+    request_body(content = Object, description = "The parameters to check"),
+    responses(
+        (status = 200, description = "The plugin accepts them", body = Valid),
+        (status = 400, description = "Refused, with the plugin's message", body = ErrorBody),
+        (status = 401, description = "Missing or wrong secret", body = ErrorBody),
+        (status = 404, description = "No loaded plugin has this job name", body = ErrorBody),
+        (status = 413, description = "Body larger than max_body_bytes", body = ErrorBody), (status = 503, description = "The request took longer than request_timeout", body = ErrorBody)),
+    security(("harbor_secret" = [])))]
 pub(super) async fn validate(
     State(service): State<JobService>,
     Path(name): Path<String>,

@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::blocking::MAX_WAIT;
 use super::error::ApiError;
 use crate::service::JobService;
 
@@ -24,7 +23,7 @@ pub async fn request_timeout(
         .query()
         .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("index=")));
     if blocking {
-        limit += MAX_WAIT;
+        limit += service.config().blocking_max_wait;
     }
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::job::{Attempt, Job, Kind, Status};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobView<'a> {
     pub id: Uuid,
     pub name: &'a str,
@@ -18,6 +18,7 @@ pub struct JobView<'a> {
     pub unique: bool,
     pub priority: i32,
     pub ref_link: String,
+    #[schema(value_type = Object)]
     pub parameters: &'a RawValue,
     pub enqueue_time: u64,
     pub update_time: u64,
@@ -46,7 +47,7 @@ pub struct JobView<'a> {
     pub task_events: &'a [crate::job::TaskEvent],
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AttemptView<'a> {
     pub id: Uuid,
     pub number: u32,
@@ -139,13 +140,13 @@ impl<'a> JobView<'a> {
 }
 
 /// `{"job": <stats>}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobEnvelope<'a> {
     pub job: JobView<'a>,
 }
 
 /// `{"jobs": [<stats>, ...]}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobsEnvelope<'a> {
     pub jobs: Vec<JobView<'a>>,
 }

@@ -35,6 +35,7 @@ pub(super) struct FileConfig {
     request_timeout: Option<String>,
     max_connections: Option<usize>,
     max_blocking_waiters: Option<usize>,
+    blocking_max_wait: Option<String>,
     shutdown_timeout: Option<String>,
     periodic: Option<PeriodicFile>,
     hooks: Option<HooksFile>,
@@ -240,6 +241,9 @@ impl Config {
         }
         if let Some(n) = f.max_blocking_waiters {
             self.max_blocking_waiters = n;
+        }
+        if let Some(t) = f.blocking_max_wait {
+            self.blocking_max_wait = parse_duration("blocking_max_wait", &t)?;
         }
         if let Some(t) = f.shutdown_timeout {
             self.shutdown_timeout = parse_duration("shutdown_timeout", &t)?;

@@ -108,6 +108,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Blocking queries waiting at once; more get a 429.
     pub max_blocking_waiters: usize,
+    /// Longest `wait` of a blocking query, and its default.
+    pub blocking_max_wait: Duration,
     /// How long a graceful shutdown waits for running jobs.
     pub shutdown_timeout: Duration,
     /// Periodic fire times missed while the server was down.
@@ -141,6 +143,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(30),
             max_connections: 1024,
             max_blocking_waiters: 512,
+            blocking_max_wait: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(10),
             missed_runs: MissedRuns::Latest,
             hook_retry_for: Duration::from_secs(3600),
@@ -325,6 +328,9 @@ impl Config {
         }
         if self.max_connections == 0 || self.max_connections > 1_000_000 {
             return Err(invalid("max_connections", "must be between 1 and 1000000"));
+        }
+        if self.blocking_max_wait.is_zero() || self.blocking_max_wait > Duration::from_secs(3600) {
+            return Err(invalid("blocking_max_wait", "must be between 1ms and 1h"));
         }
         if self.max_blocking_waiters > 1_000_000 {
             return Err(invalid("max_blocking_waiters", "must be at most 1000000"));

@@ -20,7 +20,7 @@ const WASM_MAGIC: &[u8; 4] = b"\0asm";
 const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
 
 /// What a plugin declares about its job type (`describe` and `max-fails`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PluginInfo {
     /// The job name users submit.
     pub name: String,
@@ -29,9 +29,13 @@ pub struct PluginInfo {
     pub capacity: Vec<(String, u32)>,
     /// Failed attempts allowed before the job ends in `error` (0 in the plugin means 4).
     pub max_fails: u32,
+    /// Milliseconds.
     #[serde(with = "millis")]
+    #[schema(value_type = u64)]
     pub initial_backoff: Duration,
+    /// Milliseconds.
     #[serde(with = "millis")]
+    #[schema(value_type = u64)]
     pub max_backoff: Duration,
     /// Memory cap of one instance, in bytes (the plugin's own or the host default).
     pub memory_cap: u64,
