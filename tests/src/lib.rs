@@ -75,6 +75,34 @@ pub fn examples_dir() -> &'static Path {
     })
 }
 
+/// A component made from a hand-written WAT core module against the plugin world
+/// (a file under `tests/fixtures/`), with the project's componentize tool.
+pub fn component_from_wat(file: &str) -> Vec<u8> {
+    let root = repo_root();
+    let out = tempfile::tempdir().expect("temp dir");
+    let wasm = out.path().join("component.wasm");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "wasmjobs-componentize",
+            "--",
+            "component",
+        ])
+        .arg(root.join("tests/fixtures").join(file))
+        .arg("--wit")
+        .arg(root.join("wit"))
+        .arg("-o")
+        .arg(&wasm)
+        .current_dir(&root)
+        .status()
+        .expect("run wasmjobs-componentize");
+    assert!(status.success(), "componentizing {file} failed");
+    std::fs::read(&wasm).expect("read component")
+}
+
 /// Cargo's target directory, created if needed.
 pub fn target_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")

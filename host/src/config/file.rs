@@ -36,6 +36,7 @@ pub(super) struct FileConfig {
     max_connections: Option<usize>,
     max_blocking_waiters: Option<usize>,
     blocking_max_wait: Option<String>,
+    max_subjobs_per_attempt: Option<u32>,
     shutdown_timeout: Option<String>,
     periodic: Option<PeriodicFile>,
     hooks: Option<HooksFile>,
@@ -241,6 +242,9 @@ impl Config {
         }
         if let Some(n) = f.max_blocking_waiters {
             self.max_blocking_waiters = n;
+        }
+        if let Some(n) = f.max_subjobs_per_attempt {
+            self.max_subjobs_per_attempt = n;
         }
         if let Some(t) = f.blocking_max_wait {
             self.blocking_max_wait = parse_duration("blocking_max_wait", &t)?;

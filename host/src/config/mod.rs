@@ -110,6 +110,8 @@ pub struct Config {
     pub max_blocking_waiters: usize,
     /// Longest `wait` of a blocking query, and its default.
     pub blocking_max_wait: Duration,
+    /// Sub-jobs one attempt may launch; more are refused (the guest sees an error).
+    pub max_subjobs_per_attempt: u32,
     /// How long a graceful shutdown waits for running jobs.
     pub shutdown_timeout: Duration,
     /// Periodic fire times missed while the server was down.
@@ -144,6 +146,7 @@ impl Default for Config {
             max_connections: 1024,
             max_blocking_waiters: 512,
             blocking_max_wait: Duration::from_secs(300),
+            max_subjobs_per_attempt: 10_000,
             shutdown_timeout: Duration::from_secs(10),
             missed_runs: MissedRuns::Latest,
             hook_retry_for: Duration::from_secs(3600),

@@ -15,9 +15,6 @@ use crate::job::now_ms;
 use crate::logs::LogWriter;
 use crate::runtime::{BoxFuture, JobHost, LogLevel, LogStream, SubjobRequest};
 
-/// Sub-jobs one attempt may launch.
-const MAX_SUBJOBS_PER_ATTEMPT: u32 = 10_000;
-
 /// The [`JobHost`] of one attempt.
 pub(super) struct AttemptHost {
     job_id: Uuid,
@@ -95,10 +92,11 @@ impl JobHost for AttemptHost {
     }
 
     fn launch_subjob(&self, request: SubjobRequest) -> BoxFuture<'static, Result<String, String>> {
-        if self.subjobs.fetch_add(1, Ordering::Relaxed) >= MAX_SUBJOBS_PER_ATTEMPT {
-            return Box::pin(async {
+        let max = self.service.config().max_subjobs_per_attempt;
+        if self.subjobs.fetch_add(1, Ordering::Relaxed) >= max {
+            return Box::pin(async move {
                 Err(format!(
-                    "at most {MAX_SUBJOBS_PER_ATTEMPT} sub-jobs per attempt"
+                    "at most {max} sub-jobs per attempt (max_subjobs_per_attempt)"
                 ))
             });
         }
