@@ -36,14 +36,27 @@ async fn the_document_describes_every_route_and_every_route_answers() {
                 !public,
                 "{method} {path}: security"
             );
-            if !public {
-                assert!(op["responses"]["401"].is_object(), "{method} {path}: 401");
-            }
             // The route is served: a request reaches a handler, not the fallback.
             let concrete = path
                 .replace("{id}", "00000000-0000-0000-0000-000000000000")
                 .replace("{name}", "noop");
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            if !public {
+                assert!(op["responses"]["401"].is_object(), "{method} {path}: 401");
+                // ... and enforce it: no secret, or a wrong one, is a 401.
+                for auth in [None, Some("Harbor-Secret wrong-secret-0123456789")] {
+                    let mut req = s.client.request(method.clone(), s.url(&concrete));
+                    if let Some(a) = auth {
+                        req = req.header("Authorization", a);
+                    }
+                    let (status, body) = TestServer::send(req.body("{}")).await;
+                    assert_eq!(
+                        status,
+                        StatusCode::UNAUTHORIZED,
+                        "{method} {path} {auth:?}: {body}"
+                    );
+                }
+            }
             let (status, body) = TestServer::send(
                 s.authed(method.clone(), &concrete)
                     .header("Content-Type", "application/json")

@@ -71,23 +71,7 @@ pub(super) async fn list(
     query: Result<Query<ChangesQuery>, QueryRejection>,
 ) -> Result<Json<ChangesPage>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let change_id = match q.change_id.as_deref() {
-        None => 0,
-        Some(c) => c.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("change_id {c:?} was not issued by this server"))
-        })?,
-    };
-    let records = match q.records.as_deref() {
-        None => 100,
-        Some(r) => r
-            .parse::<i64>()
-            .map_err(|_| ApiError::bad_request(format!("records {r:?} is not an integer")))?,
-    };
-    if records == 0 || records.abs() > MAX_RECORDS {
-        return Err(ApiError::bad_request(format!(
-            "records must be between -{MAX_RECORDS} and {MAX_RECORDS} and not 0, not {records}"
-        )));
-    }
+    let (change_id, records) = parse_position(q.change_id.as_deref(), q.records.as_deref())?;
     let store = service.store();
     if change_id > 1
         && !store
@@ -112,4 +96,79 @@ pub(super) async fn list(
         count: records.len(),
         records,
     }))
+}
+
+/// The `change_id` and `records` of a changefeed query: an id (0 and 1 are the
+/// start and the end) and a non-zero count of at most [`MAX_RECORDS`] either way.
+fn parse_position(change_id: Option<&str>, records: Option<&str>) -> Result<(u64, i64), ApiError> {
+    let change_id = match change_id {
+        None => 0,
+        Some(c) => c.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("change_id {c:?} was not issued by this server"))
+        })?,
+    };
+    let records = match records {
+        None => 100,
+        Some(r) => r
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("records {r:?} is not an integer")))?,
+    };
+    if records == 0 || records.unsigned_abs() > MAX_RECORDS.unsigned_abs() {
+        return Err(ApiError::bad_request(format!(
+            "records must be between -{MAX_RECORDS} and {MAX_RECORDS} and not 0, not {records}"
+        )));
+    }
+    Ok((change_id, records))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Property: any `change_id`/`records` strings give a position or a 400, never
+    /// a panic; accepted counts are within the limit and not 0.
+    #[test]
+    fn random_positions_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let atoms = [
+            "",
+            "0",
+            "1",
+            "-",
+            "-1",
+            "1000",
+            "-1000",
+            "1001",
+            "9",
+            "18446744073709551615",
+            "18446744073709551616",
+            "9223372036854775808",
+            "+5",
+            " ",
+            "x",
+            "\u{0}",
+            "1e3",
+            "٣",
+        ];
+        for _ in 0..20_000 {
+            let mut pick = || -> Option<String> {
+                rng.bool().then(|| {
+                    (0..rng.usize(1..4))
+                        .map(|_| atoms[rng.usize(..atoms.len())])
+                        .collect()
+                })
+            };
+            let (id, records) = (pick(), pick());
+            if let Ok((_, n)) = parse_position(id.as_deref(), records.as_deref()) {
+                assert!(
+                    n != 0 && n.unsigned_abs() <= MAX_RECORDS.unsigned_abs(),
+                    "{id:?} {records:?} -> {n}"
+                );
+            }
+        }
+        assert_eq!(parse_position(None, None).ok(), Some((0, 100)));
+        assert_eq!(parse_position(Some("1"), Some("-2")).ok(), Some((1, -2)));
+        assert!(parse_position(Some("x"), None).is_err());
+        assert!(parse_position(None, Some("0")).is_err());
+    }
 }
