@@ -28,22 +28,7 @@ pub fn repo_root() -> PathBuf {
 /// The directory holding every bundled plugin as `<name>.wasm`, built on first use.
 pub fn plugins_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = repo_root();
-        let target = target_dir();
-        let out = target.join("test-plugins");
-        // Test binaries (and nextest's processes) may build at the same time.
-        let lock = File::create(target.join("test-plugins.lock")).expect("create lock file");
-        lock.lock().expect("lock test-plugins");
-        let status = std::process::Command::new("bash")
-            .arg(root.join("scripts/build-plugins"))
-            .arg(&out)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("run scripts/build-plugins");
-        assert!(status.success(), "scripts/build-plugins failed: {status}");
-        out
-    })
+    DIR.get_or_init(|| build_once("build-plugins", &[], "test-plugins"))
 }
 
 /// The directory holding the example jobs of `examples/` (wordcount in C,
@@ -52,27 +37,34 @@ pub fn plugins_dir() -> &'static Path {
 /// not installed (`scripts/install-example-toolchains`).
 pub fn examples_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = repo_root();
-        let target = target_dir();
-        let out = target.join("test-examples");
-        let lock = File::create(target.join("test-examples.lock")).expect("create lock file");
-        lock.lock().expect("lock test-examples");
-        let output = std::process::Command::new("bash")
-            .arg(root.join("scripts/build-examples"))
-            .arg("--all")
-            .arg(&out)
-            .output()
-            .expect("run scripts/build-examples");
-        assert!(
-            output.status.success(),
-            "scripts/build-examples --all failed ({}); run scripts/install-example-toolchains \
-             first:\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        out
-    })
+    DIR.get_or_init(|| build_once("build-examples", &["--all"], "test-examples"))
+}
+
+/// Run `scripts/<script> [args] <target>/<out>` under a file lock (test binaries
+/// and nextest's processes may build at the same time); the output directory.
+fn build_once(script: &str, args: &[&str], out: &str) -> PathBuf {
+    let target = target_dir();
+    let dir = target.join(out);
+    let lock = File::create(target.join(format!("{out}.lock"))).expect("create lock file");
+    lock.lock().expect("lock the build");
+    let output = std::process::Command::new("bash")
+        .arg(repo_root().join("scripts").join(script))
+        .args(args)
+        .arg(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+    assert!(
+        output.status.success(),
+        "scripts/{script} {args:?} failed ({}){}:\n{}",
+        output.status,
+        if script == "build-examples" {
+            "; run scripts/install-example-toolchains first"
+        } else {
+            ""
+        },
+        String::from_utf8_lossy(&output.stderr)
+    );
+    dir
 }
 
 /// A component made from a hand-written WAT core module against the plugin world
