@@ -1,7 +1,14 @@
 //! Service benchmark, through the real server over HTTP on 127.0.0.1:
 //! - durable submits per second (each 202 is on disk) with 1 and 64 clients;
 //! - bulk submit through `POST /api/v1/jobs/batch` (1000 jobs per request);
-//! - end-to-end noop drain: N jobs become due at once; time until all succeeded.
+//! - end-to-end noop drain: N jobs become due at once; time until all succeeded;
+//! - start latency at a steady submit rate (`LAT_RATE`, default 1000 jobs/s, for
+//!   `LAT_SECS`, default 5): from the job's `Received` task event (stored) to its
+//!   `Started` one (claimed by a worker), p50 and p99;
+//! - in the same run, the floors the figures are compared with: the noop job
+//!   through the engine alone (instantiate + call, no store) and sled's raw write
+//!   rate (1000 small writes per flush);
+//! - RSS of the process (server and load generator together) idle and at its peak.
 //!
 //! Submitted jobs are Scheduled an hour out so the submit figures measure the
 //! submit path alone. Run: `cargo bench -p wasmjobs-tests --bench service`
@@ -109,6 +116,104 @@ async fn drain_rate(s: &TestServer, n: usize) -> f64 {
 
 use wasmjobs_tests::bench::{env_usize, median, runtime};
 
+/// Steady submits of noop jobs at `rate`/s for `secs`; the `Received` -> `Started`
+/// latency of each, sorted, in milliseconds.
+async fn start_latency(s: &TestServer, rate: usize, secs: usize) -> Vec<f64> {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut submits = Vec::with_capacity(rate * secs);
+    for _ in 0..rate * secs {
+        tick.tick().await;
+        let req = s
+            .authed(reqwest::Method::POST, "/api/v1/jobs")
+            .json(&json!({"job": {"name": "noop"}}));
+        submits.push(tokio::spawn(async move {
+            let (status, body) = TestServer::send(req).await;
+            assert_eq!(status, 202, "{body}");
+            body["job"]["id"].as_str().expect("id").to_string()
+        }));
+    }
+    let mut latencies = Vec::with_capacity(submits.len());
+    for t in submits {
+        let id: uuid::Uuid = t.await.expect("submit").parse().expect("uuid");
+        let job = loop {
+            let job = s.service.get(id).await.expect("job");
+            if job.status == wasmjobs::job::Status::Success {
+                break job;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let at = |kind: &str| job.events.iter().find(|e| e.kind == kind).map(|e| e.time);
+        if let (Some(received), Some(started)) = (at("Received"), at("Started")) {
+            latencies.push(started.saturating_sub(received) as f64 / 1e6);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// The noop job through the engine alone, on 2 tasks: jobs/s.
+async fn engine_floor(s: &TestServer, jobs: usize) -> f64 {
+    use wasmjobs::runtime::{AttemptSpec, Control};
+    let noop = s.service.registry().get("noop").expect("noop");
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (rt, noop, next) = (s.service.runtime().clone(), noop.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let host = wasmjobs_tests::RecordingHost::new();
+            let spec = AttemptSpec {
+                job_id: "floor".into(),
+                attempt: 1,
+                params: "{}".into(),
+                ..AttemptSpec::default()
+            };
+            while next.fetch_add(1, Ordering::Relaxed) < jobs {
+                rt.run(&noop, &spec, host.clone(), Control::new()).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("floor task");
+    }
+    jobs as f64 / started.elapsed().as_secs_f64()
+}
+
+/// sled alone: `n` writes of 200 bytes, flushed every 1000; writes/s.
+fn sled_floor(n: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = sled::open(dir.path()).expect("sled");
+    let value = vec![7u8; 200];
+    let started = Instant::now();
+    for i in 0..n {
+        db.insert((i as u64).to_be_bytes(), value.as_slice())
+            .expect("insert");
+        if i % 1000 == 999 {
+            db.flush().expect("flush");
+        }
+    }
+    db.flush().expect("flush");
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// (current, peak) resident memory of this process, MiB.
+fn rss_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
+}
+
 fn main() {
     let jobs = env_usize("BENCH_JOBS", 20_000).max(1000);
     let runs = env_usize("BENCH_RUNS", 3);
@@ -121,11 +226,12 @@ fn main() {
             }
         };
         let s = TestServer::start(&["noop"]).await;
+        let idle_rss = rss_mib().0;
         let mut one = Vec::new();
         let mut many = Vec::new();
         let mut bulk = Vec::new();
         let mut drain = Vec::new();
-        // BENCH_ONLY=submit|bulk|drain runs one figure (for profiling).
+        // BENCH_ONLY=submit|bulk|drain|floor|latency runs one figure (for profiling).
         let only = std::env::var("BENCH_ONLY").unwrap_or_default();
         let wants = |name: &str| only.is_empty() || only == name;
         for _ in 0..runs {
@@ -140,14 +246,42 @@ fn main() {
                 drain.push(drain_rate(&s, jobs).await);
             }
         }
+        let (mut floor, mut sled_rate, mut p50, mut p99) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            if wants("floor") {
+                floor.push(engine_floor(&s, jobs).await);
+                sled_rate.push(sled_floor(jobs));
+            }
+            if wants("latency") {
+                let l =
+                    start_latency(&s, env_usize("LAT_RATE", 1000), env_usize("LAT_SECS", 5)).await;
+                if !l.is_empty() {
+                    p50.push(percentile(&l, 0.50));
+                    p99.push(percentile(&l, 0.99));
+                }
+            }
+        }
+        let drain_median = (!drain.is_empty()).then(|| median(drain.clone()));
+        let floor_median = (!floor.is_empty()).then(|| median(floor.clone()));
         measure("durable submits/s, 1 client", one);
         measure("durable submits/s, 64 clients", many);
         measure("bulk submit jobs/s (batches of 1000)", bulk);
         measure("noop drain jobs/s (2 workers)", drain);
+        measure("engine floor: noop jobs/s, no store (2 tasks)", floor);
+        if let (Some(d), Some(f)) = (drain_median, floor_median) {
+            measure("noop drain as % of the engine floor", vec![100.0 * d / f]);
+        }
+        measure("sled floor: writes/s (flush per 1000)", sled_rate);
+        measure("start latency p50 ms (stored -> claimed)", p50);
+        measure("start latency p99 ms (stored -> claimed)", p99);
+        let (_, peak_rss) = rss_mib();
+        measure("RSS idle MiB (server + load generator)", vec![idle_rss]);
+        measure("RSS peak MiB (server + load generator)", vec![peak_rss]);
         s.shutdown().await;
         println!("service: real server on 127.0.0.1, {jobs} jobs, median of {runs} runs");
         for (name, v) in &rows {
-            println!("{name:<40} {v:>10.0}");
+            println!("{name:<46} {v:>10.1}");
         }
         let json = serde_json::json!({
             "bench": "service",

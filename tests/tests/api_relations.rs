@@ -136,7 +136,7 @@ async fn old_logs_are_swept_but_never_those_of_running_jobs() {
     let removed = s.service.sweep_logs(Duration::from_secs(1)).await;
     assert_eq!(removed, 1, "only the finished job's log goes");
     let (status, text) = s.log(&done).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(status, StatusCode::GONE);
     assert!(text.contains("removed by the log sweeper"), "{text}");
     let (status, text) = s.log(&running).await;
     assert_eq!(status, StatusCode::OK, "a running job keeps its log");

@@ -484,13 +484,14 @@ pub(super) async fn action(
 }
 
 /// `GET /api/v1/jobs/{id}/log`: the job's log lines merged with its attempts'
-/// start and end. 404 before the job started, and once the sweeper has removed it.
+/// start and end; empty before the job started; 410 once the sweeper removed it.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/log", tag = "jobs",
     params(("id" = String, Path, description = "The job id")),
     responses(
-        (status = 200, description = "The log, one line per event", body = String, content_type = "text/plain"),
+        (status = 200, description = "The log, one line per event (empty before the job started)", body = String, content_type = "text/plain"),
         (status = 401, description = "Missing or wrong secret", body = ErrorBody),
-        (status = 404, description = "No such job, not started yet, or log swept", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 410, description = "The log sweeper removed this job's log", body = ErrorBody),
         (status = 503, description = "Shutting down, or the request took longer than request_timeout", body = ErrorBody)),
     security(("harbor_secret" = [])))]
 pub(super) async fn log(
@@ -499,11 +500,10 @@ pub(super) async fn log(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let job = service.get(id).await?;
+    // A job that has not started exists and has an empty log (a client tailing it
+    // just sees nothing yet), not a missing one.
     if job.attempts.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "job {id} has not started yet (it is {}): it has no log",
-            job.status
-        )));
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "").into_response());
     }
     let file = service.logs().read(id).await.map_err(|e| {
         ApiError::new(
@@ -518,10 +518,14 @@ pub(super) async fn log(
             .finished_at
             .is_some_and(|t| now_ms().saturating_sub(t) > keep.as_millis() as u64)
     {
-        return Err(ApiError::not_found(format!(
-            "the log of job {id} was removed by the log sweeper (logs are kept {})",
-            humantime::format_duration(keep)
-        )));
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "log removed",
+            format!(
+                "the log of job {id} was removed by the log sweeper (logs are kept {})",
+                humantime::format_duration(keep)
+            ),
+        ));
     }
     let text = crate::logs::compose(file.as_deref(), &job.attempts);
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
