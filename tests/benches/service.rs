@@ -203,15 +203,8 @@ fn sled_floor(n: usize) -> f64 {
 
 /// (current, peak) resident memory of this process, MiB.
 fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
+    let mib = |key| wasmjobs_tests::bench::proc_status_bytes(key) as f64 / (1024.0 * 1024.0);
+    (mib("VmRSS"), mib("VmHWM"))
 }
 
 fn main() {

@@ -16,13 +16,9 @@ const WORKERS: u32 = 8;
 
 /// Resident memory of this process (the node runs in it), in bytes.
 fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .expect("VmRSS")
+    let rss = wasmjobs_tests::bench::proc_status_bytes("VmRSS");
+    assert!(rss > 0, "no VmRSS in /proc/self/status");
+    rss
 }
 
 /// Submit noop jobs one after another; the time from submit to `success` of each.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::JobService;
+use super::{HookPolicy, JobService};
 use crate::cron::CronSpec;
 use crate::error::CallError;
 use crate::job::{Job, Kind, Status, now_ms};
@@ -255,11 +255,7 @@ impl JobService {
             ));
         }
         if let Some(hook) = &r.status_hook {
-            check_hook_url(hook)?;
-            self.config()
-                .hook_policy
-                .check_url(hook)
-                .map_err(|why| invalid("status_hook", format!("{hook:?}: {why}")))?;
+            check_hook_url(hook, &self.config().hook_policy)?;
         }
         match self.runtime().validate(&plugin, &params).await? {
             Ok(()) => {}
@@ -297,8 +293,9 @@ impl JobService {
     }
 }
 
-/// A status hook must be an absolute http(s) URL.
-fn check_hook_url(url: &str) -> Result<(), ServiceError> {
+/// A status hook must be an absolute http(s) URL whose address, when it is an IP
+/// literal, the hook policy allows (names are checked when resolved).
+fn check_hook_url(url: &str, policy: &HookPolicy) -> Result<(), ServiceError> {
     let bad = |why: &str| invalid("status_hook", format!("{url:?} {why}"));
     let uri: axum::http::Uri = url.parse().map_err(|_| bad("is not a URL"))?;
     match uri.scheme_str() {
@@ -311,17 +308,23 @@ fn check_hook_url(url: &str) -> Result<(), ServiceError> {
     if url.len() > 2048 {
         return Err(bad("is longer than 2048 characters"));
     }
-    Ok(())
+    policy
+        .check_url(url)
+        .map_err(|why| invalid("status_hook", format!("{url:?}: {why}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::check_hook_url;
+    use crate::service::HookPolicy;
 
     #[test]
     fn hook_urls() {
-        assert!(check_hook_url("http://127.0.0.1:9/hook").is_ok());
-        assert!(check_hook_url("https://example.com/x?y=1").is_ok());
+        let default = HookPolicy::default();
+        let loopback = HookPolicy::new(&["127.0.0.1".into()], &[]).unwrap();
+        assert!(check_hook_url("http://127.0.0.1:9/hook", &loopback).is_ok());
+        assert!(check_hook_url("http://127.0.0.1:9/hook", &default).is_err());
+        assert!(check_hook_url("https://example.com/x?y=1", &default).is_ok());
         for bad in [
             "ftp://x/y",
             "file:///etc/passwd",
@@ -329,7 +332,7 @@ mod tests {
             "not a url",
             "http://",
         ] {
-            assert!(check_hook_url(bad).is_err(), "{bad}");
+            assert!(check_hook_url(bad, &loopback).is_err(), "{bad}");
         }
     }
 }
