@@ -39,10 +39,13 @@ pub(super) fn job(id: Uuid) -> [u8; 17] {
     k
 }
 
+/// Length of a ready-queue key.
+pub(super) const QUEUE_KEY_LEN: usize = 29;
+
 /// Higher priority sorts first; then older sequence numbers.
-pub(super) fn queue(priority: i32, seq: u64, id: Uuid) -> [u8; 29] {
+pub(super) fn queue(priority: i32, seq: u64, id: Uuid) -> [u8; QUEUE_KEY_LEN] {
     let ordered = (i64::from(priority) - i64::from(i32::MIN)) as u32; // i32 -> u32, order kept
-    let mut k = [0u8; 29];
+    let mut k = [0u8; QUEUE_KEY_LEN];
     k[0] = QUEUE;
     k[1..5].copy_from_slice(&(u32::MAX - ordered).to_be_bytes());
     k[5..13].copy_from_slice(&seq.to_be_bytes());

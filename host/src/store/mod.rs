@@ -5,7 +5,6 @@
 //! Every status change goes through [`crate::job::Status::can_become`] inside the
 //! store, in the same atomic write as the queue and schedule indexes it touches.
 
-mod commit;
 mod keys;
 mod sled;
 

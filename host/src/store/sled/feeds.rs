@@ -2,11 +2,10 @@
 //! list, webhook deliveries, the changefeed and worker heartbeats. Each is a
 //! plain function of the store, called by its `Store` impl in `mod.rs`.
 
-use std::sync::atomic::Ordering;
-
 use uuid::Uuid;
 
 use super::SledStore;
+use super::staging::Batch;
 use crate::job::{Job, now_ms};
 use crate::store::{ChangeRecord, HookRecord, JobFilter, StoreError, WorkerRecord, keys};
 
@@ -19,7 +18,7 @@ pub(super) fn job_executions(
     let prefix = keys::executions_of(upstream);
     let start = keys::execution(upstream, after.map_or(0, |a| a.saturating_add(1)));
     let mut out = Vec::new();
-    for entry in store.db.range(start..) {
+    for entry in store.staging.range_from(&start) {
         let (k, v) = entry?;
         if !k.starts_with(&prefix) || out.len() >= limit {
             break;
@@ -38,9 +37,8 @@ pub(super) fn job_executions_latest(
 ) -> Result<Vec<Uuid>, StoreError> {
     let mut out = Vec::new();
     for entry in store
-        .db
-        .scan_prefix(keys::executions_of(upstream))
-        .rev()
+        .staging
+        .scan_prefix_rev(&keys::executions_of(upstream))
         .take(limit)
     {
         let (_, v) = entry?;
@@ -58,7 +56,7 @@ pub(super) fn job_due_templates(
     limit: usize,
 ) -> Result<Vec<Job>, StoreError> {
     let mut out = Vec::new();
-    for entry in store.db.scan_prefix([keys::TEMPLATE]) {
+    for entry in store.staging.scan_prefix(&[keys::TEMPLATE]) {
         let (key, _) = entry?;
         if out.len() >= limit || keys::schedule_time(&key).is_none_or(|at| at > now) {
             break;
@@ -76,7 +74,7 @@ pub(super) fn job_due_templates(
 
 pub(super) fn hook_list(store: &SledStore, limit: usize) -> Result<Vec<HookRecord>, StoreError> {
     let mut out = Vec::new();
-    for entry in store.db.scan_prefix([keys::HOOK]).take(limit) {
+    for entry in store.staging.scan_prefix(&[keys::HOOK]).take(limit) {
         let (k, v) = entry?;
         let hook = serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
             key: format!("hook {k:?}"),
@@ -88,16 +86,19 @@ pub(super) fn hook_list(store: &SledStore, limit: usize) -> Result<Vec<HookRecor
 }
 
 pub(super) fn hook_done(store: &SledStore, seq: u64) -> Result<(), StoreError> {
-    store.db.remove(keys::seq_key(keys::HOOK, seq))?;
-    Ok(())
+    let mut batch = Batch::default();
+    batch.remove(&keys::seq_key(keys::HOOK, seq)[..]);
+    store.apply(batch)
 }
 
 pub(super) fn hook_retry(store: &SledStore, hook: &HookRecord) -> Result<(), StoreError> {
     let key = keys::seq_key(keys::HOOK, hook.seq);
-    store
-        .db
-        .insert(key, SledStore::encode(format!("hook {}", hook.seq), hook)?)?;
-    Ok(())
+    let mut batch = Batch::default();
+    batch.insert(
+        &key[..],
+        SledStore::encode(format!("hook {}", hook.seq), hook)?,
+    );
+    store.apply(batch)
 }
 
 pub(super) fn change_list(
@@ -107,7 +108,7 @@ pub(super) fn change_list(
 ) -> Result<Vec<ChangeRecord>, StoreError> {
     let start = keys::seq_key(keys::CHANGE, after.saturating_add(1));
     let mut out = Vec::new();
-    for entry in store.db.range(start..) {
+    for entry in store.staging.range_from(&start) {
         let (k, v) = entry?;
         if k.first() != Some(&keys::CHANGE) || out.len() >= limit {
             break;
@@ -130,10 +131,12 @@ pub(super) fn change_append(
     if record.created_at == 0 {
         record.created_at = now_ms();
     }
-    store.db.insert(
-        keys::seq_key(keys::CHANGE, id),
+    let mut batch = Batch::default();
+    batch.insert(
+        &keys::seq_key(keys::CHANGE, id)[..],
         SledStore::encode(format!("change {id}"), &record)?,
-    )?;
+    );
+    store.apply(batch)?;
     Ok(id)
 }
 
@@ -147,7 +150,7 @@ pub(super) fn job_list(
     let start = keys::all(after.map_or(0, |a| a.saturating_add(1)), Uuid::nil());
     let mut out = Vec::new();
     let mut last = None;
-    for (looked, entry) in store.db.range(start..).enumerate() {
+    for (looked, entry) in store.staging.range_from(&start).enumerate() {
         let (k, _) = entry?;
         if k.first() != Some(&keys::ALL) {
             return Ok((out, None));
@@ -170,7 +173,7 @@ pub(super) fn job_list(
 
 pub(super) fn job_templates(store: &SledStore, limit: usize) -> Result<Vec<Job>, StoreError> {
     let mut out = Vec::new();
-    for entry in store.db.scan_prefix([keys::TEMPLATE]).take(limit) {
+    for entry in store.staging.scan_prefix(&[keys::TEMPLATE]).take(limit) {
         let (k, _) = entry?;
         if let Some(job) = keys::id_suffix(&k)
             .map(|id| store.load(id))
@@ -184,21 +187,19 @@ pub(super) fn job_templates(store: &SledStore, limit: usize) -> Result<Vec<Job>,
 }
 
 pub(super) fn worker_heartbeat(store: &SledStore, worker: &WorkerRecord) -> Result<(), StoreError> {
-    if store.refuse_writes.load(Ordering::Acquire) {
-        return Err(StoreError::Injected);
-    }
     let mut key = vec![keys::WORKER];
     key.extend_from_slice(worker.id.as_bytes());
-    store.db.insert(
+    let mut batch = Batch::default();
+    batch.insert(
         key,
         SledStore::encode(format!("worker {}", worker.id), worker)?,
-    )?;
-    Ok(())
+    );
+    store.apply(batch)
 }
 
 pub(super) fn worker_list(store: &SledStore) -> Result<Vec<WorkerRecord>, StoreError> {
     let mut out = Vec::new();
-    for entry in store.db.scan_prefix([keys::WORKER]) {
+    for entry in store.staging.scan_prefix(&[keys::WORKER]) {
         let (k, v) = entry?;
         out.push(
             serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
@@ -218,7 +219,7 @@ pub(super) fn change_list_before(
     let start = keys::seq_key(keys::CHANGE, 0);
     let end = keys::seq_key(keys::CHANGE, before);
     let mut out = Vec::new();
-    for entry in store.db.range(start..end).rev().take(limit) {
+    for entry in store.staging.range_rev(&start, &end).take(limit) {
         let (k, v) = entry?;
         out.push(
             serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
@@ -232,5 +233,8 @@ pub(super) fn change_list_before(
 }
 
 pub(super) fn change_exists(store: &SledStore, id: u64) -> Result<bool, StoreError> {
-    Ok(store.db.contains_key(keys::seq_key(keys::CHANGE, id))?)
+    Ok(store
+        .staging
+        .get(&keys::seq_key(keys::CHANGE, id))?
+        .is_some())
 }

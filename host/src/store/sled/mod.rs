@@ -1,6 +1,7 @@
 //! The embedded store: one sled tree (layout in `keys.rs`), writes serialized by
-//! one lock so a check-then-write is atomic, each as one sled batch so a crash
-//! leaves either all of a change or none of it. Acknowledged writes wait for a
+//! one lock so a check-then-write is atomic, each staged whole so a crash leaves
+//! either all of a change or none of it; a writer thread applies what is staged
+//! in sled batches (`staging.rs`). Acknowledged writes wait for a
 //! group-committed flush.
 
 use std::collections::BTreeSet;
@@ -12,9 +13,10 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 mod feeds;
+mod staging;
 mod write;
 
-use super::commit::GroupCommit;
+use self::staging::{Batch, Staging};
 use super::keys;
 use super::{
     AttemptEnd, CLAIM_SCAN, ChangeRecord, CommandEffect, HookRecord, JobFilter, Next, Store,
@@ -25,9 +27,11 @@ use crate::job::{Attempt, Command, Job, Kind, Status, now_ms};
 /// The sled-backed [`Store`].
 #[derive(Debug)]
 pub struct SledStore {
-    db: ::sled::Db,
     write: Mutex<()>,
-    commit: Arc<GroupCommit>,
+    staging: Arc<Staging>,
+    /// The ready queue's index entries (`q` keys), kept in memory in step with
+    /// every staged write: claims take the first one without reading sled.
+    queue: Mutex<BTreeSet<[u8; keys::QUEUE_KEY_LEN]>>,
     /// Highest modify index staged so far, published after each write.
     staged_index: AtomicU64,
     index: watch::Sender<u64>,
@@ -37,23 +41,28 @@ pub struct SledStore {
 
 impl Drop for SledStore {
     fn drop(&mut self) {
-        self.commit.close();
+        self.staging.close();
     }
 }
 
 impl SledStore {
-    /// Open (or create) the store under `dir`. Must be called inside a tokio
-    /// runtime (it starts the flusher task).
+    /// Open (or create) the store under `dir`, and start its writer thread.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = ::sled::Config::new()
             .path(dir)
             .cache_capacity(64 * 1024 * 1024)
             .open()?;
-        let commit = GroupCommit::start(db.clone());
+        let mut queue = BTreeSet::new();
+        for entry in db.scan_prefix([keys::QUEUE]) {
+            if let Ok(key) = entry?.0.as_ref().try_into() {
+                queue.insert(key);
+            }
+        }
+        let staging = Staging::start(db).map_err(|e| StoreError::Io(e.into()))?;
         Ok(Self {
-            db,
             write: Mutex::new(()),
-            commit,
+            staging,
+            queue: Mutex::new(queue),
             staged_index: AtomicU64::new(0),
             index: watch::channel(0).0,
             refuse_writes: std::sync::atomic::AtomicBool::new(false),
@@ -66,12 +75,12 @@ impl Store for SledStore {
     async fn job_insert_many(&self, mut jobs: Vec<Job>) -> Result<(), StoreError> {
         {
             let _w = self.lock();
-            let mut batch = ::sled::Batch::default();
+            let mut batch = Batch::default();
             let mut seen = BTreeSet::new();
             for job in &mut jobs {
                 if job.unique {
                     let key = keys::unique(&job.name, &job.params);
-                    if let Some(v) = self.db.get(key)? {
+                    if let Some(v) = self.staging.get(&key)? {
                         let existing = keys::id_suffix(&v).unwrap_or_default();
                         let status = self.load(existing)?.map_or(Status::Pending, |j| j.status);
                         return Err(StoreError::Duplicate { existing, status });
@@ -90,7 +99,7 @@ impl Store for SledStore {
             }
             self.apply(batch)?;
         }
-        Ok(self.commit.durable().await?)
+        Ok(self.staging.durable().await?)
     }
 
     async fn job_get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
@@ -106,25 +115,29 @@ impl Store for SledStore {
         let _w = self.lock();
         let mut stale = Vec::new();
         let mut chosen = None;
-        for entry in self.db.scan_prefix([keys::QUEUE]).take(CLAIM_SCAN) {
-            let (key, _) = entry?;
-            match keys::id_suffix(&key)
-                .map(|id| self.load(id))
-                .transpose()?
-                .flatten()
-            {
-                Some(job) if job.status == Status::Pending => {
-                    if fits(&job) {
-                        chosen = Some(job);
-                        break;
+        {
+            // The queue in memory: a claim reads no index from sled.
+            let queue = self.lock_queue();
+            for key in queue.iter().take(CLAIM_SCAN) {
+                match keys::id_suffix(key)
+                    .map(|id| self.load(id))
+                    .transpose()?
+                    .flatten()
+                {
+                    Some(job) if job.status == Status::Pending => {
+                        if fits(&job) {
+                            chosen = Some(job);
+                            break;
+                        }
                     }
+                    // An index entry without a pending job behind it: drop it.
+                    _ => stale.push(*key),
                 }
-                // An index entry without a pending job behind it: drop it.
-                _ => stale.push(key),
             }
         }
+        let mut batch = Batch::default();
         for key in stale {
-            self.db.remove(key)?;
+            batch.remove(&key[..]);
         }
         if let Some(old) = chosen {
             let mut job = old.clone();
@@ -150,10 +163,12 @@ impl Store for SledStore {
                 fuel_used: None,
             });
             job.event("Started", format!("attempt {number} on {worker_id}"));
-            let mut batch = ::sled::Batch::default();
             self.stage(&mut batch, Some(&old), &mut job)?;
             self.apply(batch)?;
             return Ok(Some(job));
+        }
+        if !batch.is_empty() {
+            self.apply(batch)?;
         }
         Ok(None)
     }
@@ -277,7 +292,7 @@ impl Store for SledStore {
             job.update_time = now;
             Ok(())
         })?;
-        self.commit.durable().await?;
+        self.staging.durable().await?;
         Ok((effect, job))
     }
 
@@ -304,15 +319,15 @@ impl Store for SledStore {
             job.update_time = now;
             Ok(())
         })?;
-        self.commit.durable().await?;
+        self.staging.durable().await?;
         Ok(job)
     }
 
     async fn job_schedule_due(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
         let _w = self.lock();
-        let mut batch = ::sled::Batch::default();
+        let mut batch = Batch::default();
         let mut moved = 0;
-        for entry in self.db.scan_prefix([keys::SCHEDULE]) {
+        for entry in self.staging.scan_prefix(&[keys::SCHEDULE]) {
             let (key, _) = entry?;
             if moved >= limit || keys::schedule_time(&key).is_none_or(|at| at > now) {
                 break;
@@ -342,7 +357,7 @@ impl Store for SledStore {
     async fn job_next_due(&self) -> Result<Option<u64>, StoreError> {
         let mut earliest = None;
         for prefix in [keys::SCHEDULE, keys::TEMPLATE] {
-            if let Some(entry) = self.db.scan_prefix([prefix]).next() {
+            if let Some(entry) = self.staging.scan_prefix(&[prefix]).next() {
                 let at = keys::schedule_time(&entry?.0);
                 earliest = match (earliest, at) {
                     (Some(e), Some(a)) => Some(std::cmp::min(e, a)),
@@ -355,10 +370,9 @@ impl Store for SledStore {
 
     async fn job_recover(&self, now: u64) -> Result<Vec<Uuid>, StoreError> {
         let ids: Vec<Uuid> = self
-            .db
-            .scan_prefix([keys::RUNNING])
-            .keys()
-            .filter_map(|k| k.ok().and_then(|k| keys::id_suffix(&k)))
+            .staging
+            .scan_prefix(&[keys::RUNNING])
+            .filter_map(|e| e.ok().and_then(|(k, _)| keys::id_suffix(&k)))
             .collect();
         let mut requeued = Vec::new();
         for id in ids {
@@ -386,7 +400,7 @@ impl Store for SledStore {
                 requeued.push(id);
             }
         }
-        self.commit.durable().await?;
+        self.staging.durable().await?;
         Ok(requeued)
     }
 
@@ -402,7 +416,7 @@ impl Store for SledStore {
         job.has_executions = true;
         job.update_time = now;
         job.event("Sub-job launched", child.to_string());
-        let mut batch = ::sled::Batch::default();
+        let mut batch = Batch::default();
         batch.insert(
             &keys::execution(upstream, self.next_id()?)[..],
             child.as_bytes().to_vec(),
@@ -451,7 +465,7 @@ impl Store for SledStore {
             {
                 return Ok(None);
             }
-            let mut batch = ::sled::Batch::default();
+            let mut batch = Batch::default();
             let mut t = old.clone();
             let mut inserted = None;
             if let Some(mut exec) = execution
@@ -480,7 +494,7 @@ impl Store for SledStore {
             self.apply(batch)?;
             inserted
         };
-        self.commit.durable().await?;
+        self.staging.durable().await?;
         Ok(inserted)
     }
 
@@ -546,9 +560,10 @@ impl Store for SledStore {
         if self.refuse_writes.load(Ordering::Acquire) {
             return Err(StoreError::Injected);
         }
-        self.db
-            .insert([keys::META, b'p'], &now_ms().to_be_bytes()[..])?;
-        Ok(self.commit.durable().await?)
+        let mut batch = Batch::default();
+        batch.insert(&[keys::META, b'p'][..], &now_ms().to_be_bytes()[..]);
+        self.apply(batch)?;
+        Ok(self.staging.durable().await?)
     }
 
     async fn change_list_before(
@@ -564,10 +579,10 @@ impl Store for SledStore {
     }
 
     async fn queue_len(&self) -> Result<usize, StoreError> {
-        Ok(self.db.scan_prefix([keys::QUEUE]).count())
+        Ok(self.lock_queue().len())
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        Ok(self.commit.durable().await?)
+        Ok(self.staging.durable().await?)
     }
 }

@@ -10,16 +10,34 @@ use std::sync::atomic::Ordering;
 use uuid::Uuid;
 
 use super::SledStore;
+use super::staging::Batch;
 use crate::job::{Job, Kind, Status};
 use crate::store::{ChangeRecord, HookRecord, StoreError, keys};
 
 impl SledStore {
-    /// Apply a batch built by `stage` and wake whoever watches the index.
-    pub(super) fn apply(&self, batch: ::sled::Batch) -> Result<(), StoreError> {
+    /// Stage a batch built by `stage` (the writer thread applies it) and wake
+    /// whoever watches the index.
+    pub(super) fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         if self.refuse_writes.load(Ordering::Acquire) {
             return Err(StoreError::Injected);
         }
-        self.db.apply_batch(batch)?;
+        {
+            let mut queue = self.lock_queue();
+            for (key, set) in batch.writes() {
+                if key.first() == Some(&keys::QUEUE)
+                    && let Ok(key) = key.try_into()
+                {
+                    if set {
+                        queue.insert(key);
+                    } else {
+                        queue.remove(&key);
+                    }
+                }
+            }
+            // Staged while the queue is locked: a claim never sees a queue entry
+            // whose job record is not readable yet.
+            self.staging.stage(batch);
+        }
         let index = self.staged_index.load(Ordering::Acquire);
         self.index.send_if_modified(|current| {
             let newer = index > *current;
@@ -42,8 +60,12 @@ impl SledStore {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub(super) fn lock_queue(&self) -> MutexGuard<'_, BTreeSet<[u8; keys::QUEUE_KEY_LEN]>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(super) fn load(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
-        match self.db.get(keys::job(id))? {
+        match self.staging.get(&keys::job(id))? {
             None => Ok(None),
             Some(bytes) => {
                 serde_json::from_slice(&bytes)
@@ -61,7 +83,7 @@ impl SledStore {
     }
 
     pub(super) fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()?)
+        Ok(self.staging.db().generate_id()?)
     }
 
     /// A changefeed id: 0 and 1 mean "the start" and "the latest" to clients.
@@ -79,7 +101,7 @@ impl SledStore {
     /// checked here.
     pub(super) fn stage(
         &self,
-        batch: &mut ::sled::Batch,
+        batch: &mut Batch,
         old: Option<&Job>,
         new: &mut Job,
     ) -> Result<(), StoreError> {
@@ -168,7 +190,7 @@ impl SledStore {
         let old = self.must_load(id)?;
         let mut new = old.clone();
         change(&mut new)?;
-        let mut batch = ::sled::Batch::default();
+        let mut batch = Batch::default();
         self.stage(&mut batch, Some(&old), &mut new)?;
         self.apply(batch)?;
         Ok(new)
