@@ -33,9 +33,19 @@ const LINGER: Duration = Duration::from_millis(5);
 /// Staged writes that end the writer's lingering.
 const MAX_LINGER_WRITES: usize = 8192;
 
-/// A key's staged state: the generation that staged it and its value (`None`:
-/// removed).
-type Entry = (u64, Option<IVec>);
+/// A key's staged state.
+#[derive(Debug)]
+struct Entry {
+    /// The generation that staged it last.
+    generation: u64,
+    /// `None`: removed.
+    value: Option<IVec>,
+    /// sled does not have the key, and every staged write of it since is still
+    /// waiting for the writer: if it ends removed, sled need not hear of it (a
+    /// job claimed and finished within one writer turn costs its queue and
+    /// running entries nothing).
+    fresh: bool,
+}
 
 #[derive(Debug, Default)]
 struct State {
@@ -43,6 +53,8 @@ struct State {
     overlay: BTreeMap<IVec, Entry>,
     /// Staged writes in order, waiting for the writer.
     queue: Vec<(IVec, Option<IVec>)>,
+    /// Generation of the last write the writer took.
+    taken: u64,
     /// Generation of the last staged operation.
     staged: u64,
     /// Highest generation a caller waits to see durable.
@@ -54,20 +66,25 @@ struct State {
 
 /// The writes of one store operation, applied together or not at all.
 #[derive(Debug, Default)]
-pub(super) struct Batch(Vec<(IVec, Option<IVec>)>);
+pub(super) struct Batch(Vec<(IVec, Option<IVec>, bool)>);
 
 impl Batch {
     pub(super) fn insert(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
-        self.0.push((key.into(), Some(value.into())));
+        self.0.push((key.into(), Some(value.into()), false));
+    }
+
+    /// Insert a key the store does not have (an index entry that did not exist).
+    pub(super) fn insert_new(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
+        self.0.push((key.into(), Some(value.into()), true));
     }
 
     pub(super) fn remove(&mut self, key: impl Into<IVec>) {
-        self.0.push((key.into(), None));
+        self.0.push((key.into(), None, false));
     }
 
     /// Each write's key, and whether it sets (`true`) or removes the key.
     pub(super) fn writes(&self) -> impl Iterator<Item = (&[u8], bool)> {
-        self.0.iter().map(|(k, v)| (k.as_ref(), v.is_some()))
+        self.0.iter().map(|(k, v, _)| (k.as_ref(), v.is_some()))
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -130,10 +147,20 @@ impl Staging {
         state.staged += 1;
         let generation = state.staged;
         let was_empty = state.queue.is_empty();
-        for (key, value) in batch.0 {
-            state
-                .overlay
-                .insert(key.clone(), (generation, value.clone()));
+        for (key, value, new) in batch.0 {
+            let taken = state.taken;
+            let untaken = state.overlay.get(&key).filter(|e| e.generation > taken);
+            let fresh = match (untaken, &value) {
+                (Some(prior), _) => prior.fresh,
+                (None, Some(_)) => new,
+                (None, None) => false,
+            };
+            let entry = Entry {
+                generation,
+                value: value.clone(),
+                fresh,
+            };
+            state.overlay.insert(key.clone(), entry);
             state.queue.push((key, value));
         }
         let full = state.queue.len() >= MAX_LINGER_WRITES;
@@ -148,8 +175,8 @@ impl Staging {
 
     /// The value of `key`, staged or applied.
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<IVec>, ::sled::Error> {
-        if let Some((_, value)) = self.lock().overlay.get(key) {
-            return Ok(value.clone());
+        if let Some(entry) = self.lock().overlay.get(key) {
+            return Ok(entry.value.clone());
         }
         // Not staged, or applied and removed from the overlay after sled had it.
         self.db.get(key)
@@ -258,12 +285,16 @@ impl Staging {
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
                 let flush = state.flush_wanted > state.durable || state.closed;
-                (
-                    std::mem::take(&mut state.queue),
-                    state.staged,
-                    flush,
-                    state.closed,
-                )
+                state.taken = state.staged;
+                let mut writes = std::mem::take(&mut state.queue);
+                // Keys sled never had that end removed: nothing to write.
+                writes.retain(|(k, _)| {
+                    state
+                        .overlay
+                        .get(k)
+                        .is_none_or(|e| !(e.fresh && e.value.is_none()))
+                });
+                (writes, state.staged, flush, state.closed)
             };
             if let Err(e) = self.apply(writes, generation, flush) {
                 tracing::error!(error = %e, "the store cannot write; acknowledged writes now fail");
@@ -295,9 +326,7 @@ impl Staging {
             self.db.apply_batch(batch)?;
             // sled has them: drop them from the overlay, unless staged again since.
             let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
-            self.lock()
-                .overlay
-                .retain(|_, (staged_at, _)| *staged_at > generation);
+            self.lock().overlay.retain(|_, e| e.generation > generation);
         }
         if flush {
             self.db.flush()?;
@@ -359,7 +388,7 @@ impl Scan<'_> {
             range.next()
         };
         match next {
-            Some((k, (_, v))) => {
+            Some((k, Entry { value: v, .. })) => {
                 let bound = Bound::Excluded(k.clone());
                 if self.rev {
                     self.window.1 = bound;
@@ -463,6 +492,36 @@ mod tests {
         assert_eq!(db.get("a3").expect("get"), None, "removed");
         assert!(staging.lock().overlay.is_empty(), "applied entries leave");
         assert_eq!(keys(staging.scan_prefix(b"a")), ["a1", "a2", "a5", "a6"]);
+        staging.close();
+    }
+
+    #[tokio::test]
+    async fn a_new_key_removed_before_the_writer_runs_never_reaches_sled() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = ::sled::open(dir.path()).expect("sled");
+        db.insert("old", "x").expect("insert");
+        let staging = Staging::new(db.clone());
+        let mut batch = Batch::default();
+        batch.insert_new("q1", "");
+        batch.insert_new("q2", "");
+        batch.insert("old", "y");
+        staging.stage(batch);
+        let mut batch = Batch::default();
+        batch.remove("q1");
+        batch.remove("old");
+        staging.stage(batch);
+        assert_eq!(staging.get(b"q1").expect("get"), None);
+        assert_eq!(staging.get(b"q2").expect("get"), Some(iv("")));
+        staging.spawn_writer().expect("writer");
+        staging.durable().await.expect("durable");
+        assert_eq!(db.get("q2").expect("get"), Some(iv("")), "a kept new key");
+        assert_eq!(db.get("old").expect("get"), None, "an old key's removal");
+        // A new key the writer already applied is removed from sled for real.
+        let mut batch = Batch::default();
+        batch.remove("q2");
+        staging.stage(batch);
+        staging.durable().await.expect("durable");
+        assert_eq!(db.get("q2").expect("get"), None);
         staging.close();
     }
 

@@ -170,8 +170,12 @@ impl SledStore {
                 batch.remove(k.as_slice());
             }
         }
+        // Index values are fixed by their keys: only the entries the job did not
+        // have are written.
         for (k, v) in after {
-            batch.insert(k, v);
+            if !before.contains(&k) {
+                batch.insert_new(k, v);
+            }
         }
         batch.insert(
             &keys::job(new.id)[..],
