@@ -557,9 +557,6 @@ impl Store for SledStore {
     }
 
     async fn probe(&self) -> Result<(), StoreError> {
-        if self.refuse_writes.load(Ordering::Acquire) {
-            return Err(StoreError::Injected);
-        }
         let mut batch = Batch::default();
         batch.insert(&[keys::META, b'p'][..], &now_ms().to_be_bytes()[..]);
         self.apply(batch)?;

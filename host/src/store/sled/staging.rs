@@ -47,6 +47,10 @@ struct Entry {
     fresh: bool,
 }
 
+/// What the writer takes for one turn: the writes, the generation they reach,
+/// whether to flush after them, and whether the store is closing.
+type Turn = (Vec<(IVec, Option<IVec>)>, u64, bool, bool);
+
 #[derive(Debug, Default)]
 struct State {
     /// The latest staged value of every key the writer has not applied yet.
@@ -62,6 +66,22 @@ struct State {
     /// Generation covered by the last flush.
     durable: u64,
     closed: bool,
+}
+
+impl State {
+    /// Take every staged write for the writer's turn.
+    fn take(&mut self) -> Turn {
+        let flush = self.flush_wanted > self.durable || self.closed;
+        self.taken = self.staged;
+        let mut writes = std::mem::take(&mut self.queue);
+        // Keys sled never had that end removed: nothing to write.
+        writes.retain(|(k, _)| {
+            self.overlay
+                .get(k)
+                .is_none_or(|e| !(e.fresh && e.value.is_none()))
+        });
+        (writes, self.staged, flush, self.closed)
+    }
 }
 
 /// The writes of one store operation, applied together or not at all.
@@ -284,17 +304,7 @@ impl Staging {
                     })
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
-                let flush = state.flush_wanted > state.durable || state.closed;
-                state.taken = state.staged;
-                let mut writes = std::mem::take(&mut state.queue);
-                // Keys sled never had that end removed: nothing to write.
-                writes.retain(|(k, _)| {
-                    state
-                        .overlay
-                        .get(k)
-                        .is_none_or(|e| !(e.fresh && e.value.is_none()))
-                });
-                (writes, state.staged, flush, state.closed)
+                state.take()
             };
             if let Err(e) = self.apply(writes, generation, flush) {
                 tracing::error!(error = %e, "the store cannot write; acknowledged writes now fail");
@@ -523,6 +533,23 @@ mod tests {
         staging.durable().await.expect("durable");
         assert_eq!(db.get("q2").expect("get"), None);
         staging.close();
+    }
+
+    #[test]
+    fn a_new_key_the_writer_has_taken_is_removed_for_real() {
+        let dir = tempfile::tempdir().expect("dir");
+        let staging = Staging::new(::sled::open(dir.path()).expect("sled"));
+        let mut batch = Batch::default();
+        batch.insert_new("q1", "");
+        staging.stage(batch);
+        // The writer takes the insert (and is applying it) when the removal comes.
+        let (writes, ..) = staging.lock().take();
+        assert_eq!(writes, [(iv("q1"), Some(iv("")))]);
+        let mut batch = Batch::default();
+        batch.remove("q1");
+        staging.stage(batch);
+        let (writes, ..) = staging.lock().take();
+        assert_eq!(writes, [(iv("q1"), None)], "sled gets the removal");
     }
 
     #[test]
