@@ -53,10 +53,11 @@ type Turn = (Vec<(IVec, Option<IVec>)>, u64, bool, bool);
 
 #[derive(Debug, Default)]
 struct State {
-    /// The latest staged value of every key the writer has not applied yet.
+    /// The latest staged value of every key the writer has not applied yet;
+    /// those staged after `taken` are its next turn's writes.
     overlay: BTreeMap<IVec, Entry>,
-    /// Staged writes in order, waiting for the writer.
-    queue: Vec<(IVec, Option<IVec>)>,
+    /// Writes staged since the writer's last turn (ends its lingering).
+    untaken: usize,
     /// Generation of the last write the writer took.
     taken: u64,
     /// Generation of the last staged operation.
@@ -69,17 +70,25 @@ struct State {
 }
 
 impl State {
-    /// Take every staged write for the writer's turn.
+    /// Whether writes wait for the writer.
+    fn has_untaken(&self) -> bool {
+        self.staged > self.taken
+    }
+
+    /// Take every write staged since the last turn: the latest value of each key
+    /// (sled's batch would keep only the last one anyway).
     fn take(&mut self) -> Turn {
         let flush = self.flush_wanted > self.durable || self.closed;
+        let writes = self
+            .overlay
+            .iter()
+            .filter(|(_, e)| e.generation > self.taken)
+            // Keys sled never had that end removed: nothing to write.
+            .filter(|(_, e)| !(e.fresh && e.value.is_none()))
+            .map(|(k, e)| (k.clone(), e.value.clone()))
+            .collect();
         self.taken = self.staged;
-        let mut writes = std::mem::take(&mut self.queue);
-        // Keys sled never had that end removed: nothing to write.
-        writes.retain(|(k, _)| {
-            self.overlay
-                .get(k)
-                .is_none_or(|e| !(e.fresh && e.value.is_none()))
-        });
+        self.untaken = 0;
         (writes, self.staged, flush, self.closed)
     }
 }
@@ -164,9 +173,10 @@ impl Staging {
     /// its generation.
     pub(super) fn stage(&self, batch: Batch) -> u64 {
         let mut state = self.lock();
+        let was_empty = !state.has_untaken();
         state.staged += 1;
         let generation = state.staged;
-        let was_empty = state.queue.is_empty();
+        state.untaken += batch.0.len();
         for (key, value, new) in batch.0 {
             let taken = state.taken;
             let untaken = state.overlay.get(&key).filter(|e| e.generation > taken);
@@ -177,15 +187,14 @@ impl Staging {
             };
             let entry = Entry {
                 generation,
-                value: value.clone(),
+                value,
                 fresh,
             };
-            state.overlay.insert(key.clone(), entry);
-            state.queue.push((key, value));
+            state.overlay.insert(key, entry);
         }
-        let full = state.queue.len() >= MAX_LINGER_WRITES;
+        let full = state.untaken >= MAX_LINGER_WRITES;
         drop(state);
-        // The writer sleeps while the queue is empty, and lingers (without being
+        // The writer sleeps while nothing is staged, and lingers (without being
         // woken by every write) while it fills.
         if was_empty || full {
             self.wake.notify_one();
@@ -289,8 +298,7 @@ impl Staging {
         loop {
             let (writes, generation, flush, closed) = {
                 let mut state = self.lock();
-                while state.queue.is_empty() && state.flush_wanted <= state.durable && !state.closed
-                {
+                while !state.has_untaken() && state.flush_wanted <= state.durable && !state.closed {
                     state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
                 }
                 // Nobody waits for these writes (worker claims and finishes,
@@ -298,9 +306,7 @@ impl Staging {
                 state = self
                     .wake
                     .wait_timeout_while(state, LINGER, |s| {
-                        s.flush_wanted <= s.durable
-                            && !s.closed
-                            && s.queue.len() < MAX_LINGER_WRITES
+                        s.flush_wanted <= s.durable && !s.closed && s.untaken < MAX_LINGER_WRITES
                     })
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
@@ -313,7 +319,7 @@ impl Staging {
                 // what was answered, and every later durable wait fails.
                 return;
             }
-            if closed && self.lock().queue.is_empty() {
+            if closed && !self.lock().has_untaken() {
                 return;
             }
         }
@@ -334,7 +340,10 @@ impl Staging {
                 }
             }
             self.db.apply_batch(batch)?;
-            // sled has them: drop them from the overlay, unless staged again since.
+        }
+        // sled has them (or, for new keys that ended removed, need not): drop
+        // them from the overlay, unless staged again since.
+        {
             let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
             self.lock().overlay.retain(|_, e| e.generation > generation);
         }
@@ -505,8 +514,8 @@ mod tests {
         staging.close();
     }
 
-    #[tokio::test]
-    async fn a_new_key_removed_before_the_writer_runs_never_reaches_sled() {
+    #[test]
+    fn a_new_key_removed_before_the_writer_takes_it_never_reaches_sled() {
         let dir = tempfile::tempdir().expect("dir");
         let db = ::sled::open(dir.path()).expect("sled");
         db.insert("old", "x").expect("insert");
@@ -522,17 +531,26 @@ mod tests {
         staging.stage(batch);
         assert_eq!(staging.get(b"q1").expect("get"), None);
         assert_eq!(staging.get(b"q2").expect("get"), Some(iv("")));
-        staging.spawn_writer().expect("writer");
-        staging.durable().await.expect("durable");
+        let (writes, generation, ..) = staging.lock().take();
+        assert_eq!(
+            writes,
+            [(iv("old"), None), (iv("q2"), Some(iv("")))],
+            "no write of q1, one of each other key"
+        );
+        staging.apply(writes, generation, true).expect("apply");
         assert_eq!(db.get("q2").expect("get"), Some(iv("")), "a kept new key");
         assert_eq!(db.get("old").expect("get"), None, "an old key's removal");
-        // A new key the writer already applied is removed from sled for real.
+        // A turn whose writes were all dropped still empties the overlay.
         let mut batch = Batch::default();
-        batch.remove("q2");
+        batch.insert_new("q3", "");
         staging.stage(batch);
-        staging.durable().await.expect("durable");
-        assert_eq!(db.get("q2").expect("get"), None);
-        staging.close();
+        let mut batch = Batch::default();
+        batch.remove("q3");
+        staging.stage(batch);
+        let (writes, generation, ..) = staging.lock().take();
+        assert!(writes.is_empty());
+        staging.apply(writes, generation, false).expect("apply");
+        assert!(staging.lock().overlay.is_empty());
     }
 
     #[test]
