@@ -64,17 +64,27 @@ impl TestServer {
     }
 
     /// Stop this node gracefully and start a new one on the same directories.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_timed().await.0
+    }
+
+    /// [`TestServer::restart`], and how long the new node took from start to
+    /// ready (store opened and recovered, plugins loaded, workers started).
+    pub async fn restart_timed(mut self) -> (Self, Duration) {
         self.stop_now().await;
         let dirs = self.dirs.take().expect("the directories of a live server");
         let config = self.config.clone();
         // Drop our handle on the old node so its store can close and release the
         // data dir's lock (it does so on a task, a moment later).
         drop(self);
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         loop {
+            let attempt = Instant::now();
             match Node::start(config.clone()).await {
-                Ok(node) => return Self::serve_node(dirs, config, node).await,
+                Ok(node) => {
+                    let took = attempt.elapsed();
+                    return (Self::serve_node(dirs, config, node).await, took);
+                }
                 Err(e)
                     if started.elapsed() < Duration::from_secs(10)
                         && e.to_string().contains("lock") =>

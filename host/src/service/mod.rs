@@ -63,6 +63,8 @@ struct Inner {
     /// Set once to stop claiming new jobs.
     shutdown: watch::Sender<bool>,
     dropped_hooks: std::sync::atomic::AtomicU64,
+    /// Attempts this node's workers ran and recorded since it started.
+    attempts_recorded: std::sync::atomic::AtomicU64,
     capacity: capacity::Capacity,
     /// Permits of the blocking queries allowed to wait at once.
     blocking_waiters: Arc<tokio::sync::Semaphore>,
@@ -96,6 +98,7 @@ impl JobService {
                 scheduled: Notify::new(),
                 shutdown: watch::channel(false).0,
                 dropped_hooks: std::sync::atomic::AtomicU64::new(0),
+                attempts_recorded: std::sync::atomic::AtomicU64::new(0),
                 capacity: capacity::Capacity::new(capacity),
                 blocking_waiters,
             }),
@@ -269,6 +272,14 @@ impl JobService {
         self.inner.shutdown.send_replace(true);
         self.inner.ready.notify_waiters();
         self.inner.scheduled.notify_waiters();
+    }
+
+    /// Attempts this node's workers ran to an end and recorded since it started
+    /// (a throughput counter: jobs/s is its rate).
+    pub fn attempts_recorded(&self) -> u64 {
+        self.inner
+            .attempts_recorded
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Attempts running on this node now.

@@ -148,6 +148,9 @@ impl JobService {
     async fn record(&self, job: &Job, end: AttemptEnd, next: Next) {
         match self.store().job_finish(job.id, end, next, now_ms()).await {
             Ok(_) => {
+                self.inner
+                    .attempts_recorded
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if matches!(next, Next::RetryAt(_)) {
                     self.inner.scheduled.notify_one();
                 }
@@ -158,7 +161,6 @@ impl JobService {
         }
     }
 
-    /// What follows an attempt: its final status, or a retry after a back-off.
     /// What follows an attempt: its final status, or a retry after a back-off;
     /// with the reason (the `Restarting` / `Not Restarting` event).
     async fn next_step(

@@ -8,7 +8,10 @@
 //! - in the same run, the floors the figures are compared with: the noop job
 //!   through the engine alone (instantiate + call, no store) and sled's raw write
 //!   rate (1000 small writes per flush);
-//! - RSS of the process (server and load generator together) idle and at its peak.
+//! - RSS of the process (server and load generator together) idle and at its peak;
+//! - scale ([`scale`]): drain rate and submit p99 with 1k and with `BENCH_SCALE`
+//!   (default 1,000,000; 0 skips it) jobs queued, and the restart time with them
+//!   stored, on a server of its own.
 //!
 //! Submitted jobs are Scheduled an hour out so the submit figures measure the
 //! submit path alone. Run: `cargo bench -p wasmjobs-tests --bench service`
@@ -20,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use wasmjobs_tests::server::{SECRET, TestServer};
+
+mod scale;
 
 fn later() -> serde_json::Value {
     json!({"name": "noop", "metadata": {"kind": "Scheduled", "schedule_delay": 3600}})
@@ -224,7 +229,7 @@ fn main() {
         let mut many = Vec::new();
         let mut bulk = Vec::new();
         let mut drain = Vec::new();
-        // BENCH_ONLY=submit|bulk|drain|floor|latency runs one figure (for profiling).
+        // BENCH_ONLY=submit|bulk|drain|floor|latency|scale runs one figure (for profiling).
         let only = std::env::var("BENCH_ONLY").unwrap_or_default();
         let wants = |name: &str| only.is_empty() || only == name;
         for _ in 0..runs {
@@ -272,6 +277,12 @@ fn main() {
         measure("RSS idle MiB (server + load generator)", vec![idle_rss]);
         measure("RSS peak MiB (server + load generator)", vec![peak_rss]);
         s.shutdown().await;
+        let large = env_usize("BENCH_SCALE", 1_000_000);
+        if wants("scale") && large > 0 {
+            rows.extend(scale::run(1000, large, jobs.min(large), runs).await);
+            let (_, peak_rss) = rss_mib();
+            rows.push(("RSS peak MiB, after the scale phase".into(), peak_rss));
+        }
         println!("service: real server on 127.0.0.1, {jobs} jobs, median of {runs} runs");
         for (name, v) in &rows {
             println!("{name:<46} {v:>10.1}");

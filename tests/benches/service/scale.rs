@@ -1,0 +1,177 @@
+//! Scale: the drain rate and the submit p99 with few and with many jobs already
+//! queued, and the time a node takes from start to ready with them stored.
+//!
+//! Jobs are really queued (ready, in the queue index), not scheduled: two
+//! `sleeper` jobs occupy both workers while the noop jobs are bulk-submitted,
+//! and stopping them starts the drain. The drain rate is over the first `probe`
+//! jobs (or all of them, when fewer are queued), counted by the service's
+//! recorded-attempts counter.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wasmjobs_tests::server::TestServer;
+
+/// The figures of one queue depth.
+pub struct Depth {
+    /// Durable single submits (1 client) while this many are queued: p99, ms.
+    pub submit_p99_ms: f64,
+    /// Jobs/s over the first `probe` jobs of the queue.
+    pub drain: f64,
+}
+
+/// Occupy every worker with a sleeper that runs until stopped; their ids.
+async fn block_workers(s: &TestServer, workers: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..workers {
+        let job = json!({"name": "sleeper", "parameters": {"ms": 3_600_000, "step_ms": 5},
+                         "metadata": {"kind": "Generic", "deadline": "1h"}});
+        ids.push(s.submit_ok(job).await);
+    }
+    for id in &ids {
+        s.wait_status(id, "running").await;
+    }
+    ids
+}
+
+/// Queue `n` noop jobs through bulk submits of 1000, from 4 clients at once.
+async fn fill(s: &TestServer, n: usize) {
+    let clients = 4;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let share = n / clients + usize::from(c < n % clients);
+        let (url, client) = (s.url("/api/v1/jobs/batch"), reqwest::Client::new());
+        tasks.push(tokio::spawn(async move {
+            let mut left = share;
+            while left > 0 {
+                let k = left.min(1000);
+                let body = json!({ "jobs": vec![json!({"name": "noop"}); k] });
+                let r = client
+                    .post(&url)
+                    .header(
+                        "Authorization",
+                        format!("Harbor-Secret {}", wasmjobs_tests::server::SECRET),
+                    )
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("batch");
+                assert_eq!(r.status(), 202, "bulk submit while filling the queue");
+                left -= k;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("fill client");
+    }
+}
+
+/// `n` durable single submits from one client (of a job scheduled an hour out,
+/// so they do not join the drain); p99 of their latencies, ms.
+async fn submit_p99(s: &TestServer, n: usize) -> f64 {
+    let job = json!({"job": {"name": "noop", "metadata": {"kind": "Scheduled", "schedule_delay": 3600}}});
+    let mut took = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = s
+            .authed(reqwest::Method::POST, "/api/v1/jobs")
+            .json(&job)
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(r.status(), 202);
+        took.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    took.sort_by(f64::total_cmp);
+    took[((took.len() as f64 * 0.99) as usize).min(took.len() - 1)]
+}
+
+/// Stop the blockers and time the first `probe` noop jobs of the queue.
+async fn drain_first(s: &TestServer, blockers: &[String], probe: usize) -> f64 {
+    let before = s.service.attempts_recorded();
+    let started = Instant::now();
+    for id in blockers {
+        let (status, body) = s.action(id, "stop").await;
+        assert!(status.is_success(), "stop a blocker: {status} {body}");
+    }
+    let target = before + (blockers.len() + probe) as u64;
+    while s.service.attempts_recorded() < target {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the drain stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    probe as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Wait until nothing is queued or running (all `queued` drained).
+async fn drain_rest(s: &TestServer, until: u64) {
+    while s.service.attempts_recorded() < until || s.service.running_count() > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One queue depth on `s`: block, fill `queued`, measure, drain `probe`.
+/// When `rest` is set, the remaining jobs are drained too.
+pub async fn depth(s: &TestServer, queued: usize, probe: usize, rest: bool) -> Depth {
+    let workers = s.service.config().workers as usize;
+    let blockers = block_workers(s, workers).await;
+    fill(s, queued).await;
+    let submit_p99_ms = submit_p99(s, 2000).await;
+    let before = s.service.attempts_recorded();
+    let drain = drain_first(s, &blockers, probe.min(queued)).await;
+    if rest {
+        drain_rest(s, before + (blockers.len() + queued) as u64).await;
+    }
+    Depth {
+        submit_p99_ms,
+        drain,
+    }
+}
+
+/// The scale rows: `small` (1k) and `large` (1M) queued, `runs` times for the
+/// small depth (it is quick) and once for the large one, then a restart with
+/// the large queue stored.
+pub async fn run(small: usize, large: usize, probe: usize, runs: usize) -> Vec<(String, f64)> {
+    let s = TestServer::start(&["noop", "sleeper"]).await;
+    let mut small_runs = Vec::new();
+    for _ in 0..runs.max(1) {
+        small_runs.push(depth(&s, small, probe, true).await);
+    }
+    let median = |f: &dyn Fn(&Depth) -> f64| {
+        wasmjobs_tests::bench::median(small_runs.iter().map(f).collect())
+    };
+    let small_drain = median(&|d| d.drain);
+    let small_p99 = median(&|d| d.submit_p99_ms);
+    let big = depth(&s, large, probe, false).await;
+    let (s, ready) = s.restart_timed().await;
+    s.shutdown().await;
+    let k = |n: usize| {
+        if n >= 1_000_000 && n % 1_000_000 == 0 {
+            format!("{}M", n / 1_000_000)
+        } else if n >= 1000 && n % 1000 == 0 {
+            format!("{}k", n / 1000)
+        } else {
+            n.to_string()
+        }
+    };
+    let (ks, kl) = (k(small), k(large));
+    vec![
+        (format!("drain jobs/s, {ks} queued"), small_drain),
+        (
+            format!("drain jobs/s, {kl} queued (first {})", k(probe)),
+            big.drain,
+        ),
+        (
+            format!("drain with {kl} queued as % of {ks}"),
+            100.0 * big.drain / small_drain,
+        ),
+        (format!("submit p99 ms, {ks} queued"), small_p99),
+        (format!("submit p99 ms, {kl} queued"), big.submit_p99_ms),
+        (
+            format!("restart to ready s, {kl} stored"),
+            ready.as_secs_f64(),
+        ),
+    ]
+}
