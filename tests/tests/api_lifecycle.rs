@@ -293,10 +293,19 @@ async fn a_batch_is_stored_in_order_and_runs() {
         .map(|j| j["name"].as_str().unwrap_or("?"))
         .collect();
     assert_eq!(names, ["noop", "demo", "noop"]);
-    for j in list {
-        s.wait_status(j["id"].as_str().expect("id"), "success")
-            .await;
+    // Ids are time-ordered (UUIDv7): they sort in submission order, and so do
+    // the records they key in the store.
+    let mut ids: Vec<String> = list
+        .iter()
+        .map(|j| j["id"].as_str().expect("id").to_string())
+        .collect();
+    ids.push(s.submit_ok(json!({"name": "noop"})).await);
+    assert!(ids.is_sorted(), "ids in submission order: {ids:?}");
+    for id in &ids {
+        s.wait_status(id, "success").await;
     }
+    // Every attempt the workers ran is counted once it is recorded.
+    assert_eq!(s.service.attempts_recorded(), 4);
     s.shutdown().await;
 }
 

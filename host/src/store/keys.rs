@@ -3,7 +3,7 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `j` | job id | job record (JSON) |
+//! | `j` | job id (UUIDv7: time-ordered) | job record (JSON) |
 //! | `q` | inverted priority, sequence, job id | empty: the ready queue |
 //! | `s` | run-at ms, job id | empty: scheduled jobs and retries |
 //! | `r` | job id | empty: running jobs (crash recovery without a scan) |

@@ -118,9 +118,11 @@ pub async fn depth(s: &TestServer, queued: usize, probe: usize, rest: bool) -> D
     let workers = s.service.config().workers as usize;
     let blockers = block_workers(s, workers).await;
     fill(s, queued).await;
+    eprintln!("DBG after fill {queued}: rss {} MiB", wasmjobs_tests::bench::proc_status_bytes("VmRSS") >> 20);
     let submit_p99_ms = submit_p99(s, 2000).await;
     let before = s.service.attempts_recorded();
     let drain = drain_first(s, &blockers, probe.min(queued)).await;
+    eprintln!("DBG after drain: rss {} MiB", wasmjobs_tests::bench::proc_status_bytes("VmRSS") >> 20);
     if rest {
         drain_rest(s, before + (blockers.len() + queued) as u64).await;
     }
