@@ -1,7 +1,10 @@
 //! Service benchmark, through the real server over HTTP on 127.0.0.1:
 //! - durable submits per second (each 202 is on disk) with 1 and 64 clients;
 //! - bulk submit through `POST /api/v1/jobs/batch` (1000 jobs per request);
-//! - end-to-end noop drain: N jobs become due at once; time until all succeeded;
+//! - end-to-end noop drain: N noop jobs queued while the workers are busy, then
+//!   drained (as the peers' harness does: fill the queue, start the workers);
+//!   and N jobs scheduled to become due at once (the scheduler moves them to the
+//!   queue while the workers drain it);
 //! - start latency at a steady submit rate (`LAT_RATE`, default 1000 jobs/s, for
 //!   `LAT_SECS`, default 5): from the job's `Received` task event (stored) to its
 //!   `Started` one (claimed by a worker), p50 and p99;
@@ -25,6 +28,10 @@ use serde_json::json;
 use wasmjobs_tests::server::{SECRET, TestServer};
 
 mod scale;
+
+/// The allocator of the `wasmjobs` binary, so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn later() -> serde_json::Value {
     json!({"name": "noop", "metadata": {"kind": "Scheduled", "schedule_delay": 3600}})
@@ -80,7 +87,8 @@ async fn batch_rate(
     (batches * per_batch) as f64 / started.elapsed().as_secs_f64()
 }
 
-/// `n` noop jobs due at once; jobs/s from the due time until all succeeded.
+/// `n` noop jobs scheduled to be due at once; jobs/s from the due time until all
+/// succeeded.
 /// Jobs of one priority run in order, so once the last one has succeeded and
 /// nothing runs, all have.
 async fn drain_rate(s: &TestServer, n: usize) -> f64 {
@@ -223,12 +231,13 @@ fn main() {
                 rows.push((name.to_string(), median(v)));
             }
         };
-        let s = TestServer::start(&["noop"]).await;
+        let s = TestServer::start(&["noop", "sleeper"]).await;
         let idle_rss = rss_mib().0;
         let mut one = Vec::new();
         let mut many = Vec::new();
         let mut bulk = Vec::new();
         let mut drain = Vec::new();
+        let mut due = Vec::new();
         // BENCH_ONLY=submit|bulk|drain|floor|latency|scale runs one figure (for profiling).
         let only = std::env::var("BENCH_ONLY").unwrap_or_default();
         let wants = |name: &str| only.is_empty() || only == name;
@@ -241,7 +250,8 @@ fn main() {
                 bulk.push(batch_rate(&s, jobs / 1000, 1000, later()).await);
             }
             if wants("drain") {
-                drain.push(drain_rate(&s, jobs).await);
+                drain.push(scale::depth(&s, jobs, jobs, true).await.drain);
+                due.push(drain_rate(&s, jobs).await);
             }
         }
         let (mut floor, mut sled_rate, mut p50, mut p99) =
@@ -266,6 +276,7 @@ fn main() {
         measure("durable submits/s, 64 clients", many);
         measure("bulk submit jobs/s (batches of 1000)", bulk);
         measure("noop drain jobs/s (2 workers)", drain);
+        measure("noop drain jobs/s, all due at once (scheduled)", due);
         measure("engine floor: noop jobs/s, no store (2 tasks)", floor);
         if let (Some(d), Some(f)) = (drain_median, floor_median) {
             measure("noop drain as % of the engine floor", vec![100.0 * d / f]);

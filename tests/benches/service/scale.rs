@@ -1,9 +1,10 @@
 //! Scale: the drain rate and the submit p99 with few and with many jobs already
 //! queued, and the time a node takes from start to ready with them stored.
 //!
-//! Jobs are really queued (ready, in the queue index), not scheduled: two
-//! `sleeper` jobs occupy both workers while the noop jobs are bulk-submitted,
-//! and stopping them starts the drain. The drain rate is over the first `probe`
+//! Jobs are really queued (ready, in the queue index), not scheduled: a
+//! `sleeper` job occupies each worker while the noop jobs are bulk-submitted,
+//! and stopping them starts the drain (the peers' harness likewise fills the
+//! queue first and then starts its workers). The drain rate is over the first `probe`
 //! jobs (or all of them, when fewer are queued), counted by the service's
 //! recorded-attempts counter.
 
@@ -86,22 +87,28 @@ async fn submit_p99(s: &TestServer, n: usize) -> f64 {
     took[((took.len() as f64 * 0.99) as usize).min(took.len() - 1)]
 }
 
-/// Stop the blockers and time the first `probe` noop jobs of the queue.
+/// Stop the blockers and time the first `probe` noop jobs of the queue: from the
+/// moment the first blocker's end is recorded (a worker is free) until `probe`
+/// more attempts are, like the peers' harness (first job locked -> last finished).
 async fn drain_first(s: &TestServer, blockers: &[String], probe: usize) -> f64 {
     let before = s.service.attempts_recorded();
-    let started = Instant::now();
     for id in blockers {
         let (status, body) = s.action(id, "stop").await;
         assert!(status.is_success(), "stop a blocker: {status} {body}");
     }
-    let target = before + (blockers.len() + probe) as u64;
-    while s.service.attempts_recorded() < target {
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "the drain stalled"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let wait_for = |n: u64| async move {
+        let started = Instant::now();
+        while s.service.attempts_recorded() < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "the drain stalled"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    wait_for(before + 1).await;
+    let started = Instant::now();
+    wait_for(before + (blockers.len() + probe) as u64).await;
     probe as f64 / started.elapsed().as_secs_f64()
 }
 
@@ -118,11 +125,9 @@ pub async fn depth(s: &TestServer, queued: usize, probe: usize, rest: bool) -> D
     let workers = s.service.config().workers as usize;
     let blockers = block_workers(s, workers).await;
     fill(s, queued).await;
-    eprintln!("DBG after fill {queued}: rss {} MiB", wasmjobs_tests::bench::proc_status_bytes("VmRSS") >> 20);
     let submit_p99_ms = submit_p99(s, 2000).await;
     let before = s.service.attempts_recorded();
     let drain = drain_first(s, &blockers, probe.min(queued)).await;
-    eprintln!("DBG after drain: rss {} MiB", wasmjobs_tests::bench::proc_status_bytes("VmRSS") >> 20);
     if rest {
         drain_rest(s, before + (blockers.len() + queued) as u64).await;
     }
