@@ -92,3 +92,77 @@ async fn every_acknowledged_job_survives_sigkill() {
         acked.len()
     );
 }
+
+/// After a restart the ready queue is loaded from the store in chunks (the
+/// first before the node starts, the rest while it runs): jobs past the first
+/// chunk run too, in order, and before a job requeued at the restart, which
+/// sorts after them all. (That a claim never looks past the keys loaded so far
+/// is pinned by the unit tests of `store::sled::ready`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_queue_runs_in_order_after_a_restart() {
+    use wasmjobs_tests::server::TestServer;
+    let s = TestServer::start_with(&["sleeper", "noop"], |c| {
+        c.workers = 1;
+        c.runtime.max_concurrent_jobs = 1;
+    })
+    .await;
+    let blocker = s
+        .submit_ok(json!({"name": "sleeper", "parameters": {"ms": 600000}}))
+        .await;
+    s.wait_status(&blocker, "running").await;
+    let mut ids = Vec::new();
+    for _ in 0..9 {
+        let batch = json!({ "jobs": vec![json!({"name": "noop"}); 1000] });
+        let (status, body) = TestServer::send(
+            s.authed(reqwest::Method::POST, "/api/v1/jobs/batch")
+                .json(&batch),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        for j in body["jobs"].as_array().expect("jobs") {
+            ids.push(
+                j["id"]
+                    .as_str()
+                    .expect("id")
+                    .parse::<uuid::Uuid>()
+                    .expect("uuid"),
+            );
+        }
+    }
+    // The sleeper is interrupted by the restart and requeued behind the noops.
+    let s = s.restart().await;
+    let last = *ids.last().expect("ids");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while s.service.get(last).await.expect("job").status != wasmjobs::job::Status::Success {
+        assert!(
+            Instant::now() < deadline,
+            "the queue was not drained after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut previous = 0;
+    for (n, id) in ids.iter().enumerate() {
+        let job = s.service.get(*id).await.expect("job");
+        assert_eq!(job.status, wasmjobs::job::Status::Success, "job {n}");
+        let started = job.started_at.expect("started");
+        assert!(
+            started >= previous,
+            "job {n} started before the one queued ahead of it"
+        );
+        previous = started;
+    }
+    let blocker = s
+        .service
+        .get(blocker.parse().expect("uuid"))
+        .await
+        .expect("job");
+    let again = blocker
+        .attempts
+        .get(1)
+        .expect("the blocker runs again after the restart");
+    assert!(
+        again.started_at >= previous,
+        "the requeued job ran before the queue ahead of it"
+    );
+    s.shutdown().await;
+}

@@ -70,7 +70,8 @@ async fn fill(s: &TestServer, n: usize) {
 /// `n` durable single submits from one client (of a job scheduled an hour out,
 /// so they do not join the drain); p99 of their latencies, ms.
 async fn submit_p99(s: &TestServer, n: usize) -> f64 {
-    let job = json!({"job": {"name": "noop", "metadata": {"kind": "Scheduled", "schedule_delay": 3600}}});
+    let job =
+        json!({"job": {"name": "noop", "metadata": {"kind": "Scheduled", "schedule_delay": 3600}}});
     let mut took = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
@@ -124,7 +125,12 @@ async fn drain_rest(s: &TestServer, until: u64) {
 pub async fn depth(s: &TestServer, queued: usize, probe: usize, rest: bool) -> Depth {
     let workers = s.service.config().workers as usize;
     let blockers = block_workers(s, workers).await;
+    let t = Instant::now();
     fill(s, queued).await;
+    eprintln!(
+        "scale: {queued} jobs queued in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let submit_p99_ms = submit_p99(s, 2000).await;
     let before = s.service.attempts_recorded();
     let drain = drain_first(s, &blockers, probe.min(queued)).await;
@@ -155,9 +161,9 @@ pub async fn run(small: usize, large: usize, probe: usize, runs: usize) -> Vec<(
     let (s, ready) = s.restart_timed().await;
     s.shutdown().await;
     let k = |n: usize| {
-        if n >= 1_000_000 && n % 1_000_000 == 0 {
+        if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
             format!("{}M", n / 1_000_000)
-        } else if n >= 1000 && n % 1000 == 0 {
+        } else if n >= 1000 && n.is_multiple_of(1000) {
             format!("{}k", n / 1000)
         } else {
             n.to_string()

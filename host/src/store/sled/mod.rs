@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 mod feeds;
+mod ready;
 mod staging;
 mod write;
 
@@ -31,7 +32,7 @@ pub struct SledStore {
     staging: Arc<Staging>,
     /// The ready queue's index entries (`q` keys), kept in memory in step with
     /// every staged write: claims take the first one without reading sled.
-    queue: Mutex<BTreeSet<[u8; keys::QUEUE_KEY_LEN]>>,
+    queue: ready::SharedQueue,
     /// Highest modify index staged so far, published after each write.
     staged_index: AtomicU64,
     index: watch::Sender<u64>,
@@ -52,17 +53,12 @@ impl SledStore {
             .path(dir)
             .cache_capacity(64 * 1024 * 1024)
             .open()?;
-        let mut queue = BTreeSet::new();
-        for entry in db.scan_prefix([keys::QUEUE]) {
-            if let Ok(key) = entry?.0.as_ref().try_into() {
-                queue.insert(key);
-            }
-        }
+        let queue = ready::open(&db)?;
         let staging = Staging::start(db).map_err(|e| StoreError::Io(e.into()))?;
         Ok(Self {
             write: Mutex::new(()),
             staging,
-            queue: Mutex::new(queue),
+            queue,
             staged_index: AtomicU64::new(0),
             index: watch::channel(0).0,
             refuse_writes: std::sync::atomic::AtomicBool::new(false),
@@ -118,7 +114,7 @@ impl Store for SledStore {
         {
             // The queue in memory: a claim reads no index from sled.
             let queue = self.lock_queue();
-            for key in queue.iter().take(CLAIM_SCAN) {
+            for key in queue.claimable().take(CLAIM_SCAN) {
                 match keys::id_suffix(key)
                     .map(|id| self.load(id))
                     .transpose()?
@@ -576,7 +572,16 @@ impl Store for SledStore {
     }
 
     async fn queue_len(&self) -> Result<usize, StoreError> {
-        Ok(self.lock_queue().len())
+        // Counted once the keys stored before the open are all loaded.
+        loop {
+            {
+                let queue = self.lock_queue();
+                if queue.is_loaded() {
+                    return Ok(queue.len());
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

@@ -60,8 +60,8 @@ impl SledStore {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn lock_queue(&self) -> MutexGuard<'_, BTreeSet<[u8; keys::QUEUE_KEY_LEN]>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    pub(super) fn lock_queue(&self) -> MutexGuard<'_, super::ready::ReadyQueue> {
+        super::ready::lock(&self.queue)
     }
 
     pub(super) fn load(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
