@@ -33,6 +33,15 @@ mod scale;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// A server with the bench's plugins and `workers` workers (and as many sandboxes).
+pub async fn server(workers: usize) -> TestServer {
+    TestServer::start_with(&["noop", "sleeper"], |c| {
+        c.workers = workers as u32;
+        c.runtime.max_concurrent_jobs = c.workers;
+    })
+    .await
+}
+
 fn later() -> serde_json::Value {
     json!({"name": "noop", "metadata": {"kind": "Scheduled", "schedule_delay": 3600}})
 }
@@ -231,7 +240,8 @@ fn main() {
                 rows.push((name.to_string(), median(v)));
             }
         };
-        let s = TestServer::start(&["noop", "sleeper"]).await;
+        let workers = env_usize("BENCH_WORKERS", 2);
+        let s = server(workers).await;
         let idle_rss = rss_mib().0;
         let mut one = Vec::new();
         let mut many = Vec::new();
@@ -275,7 +285,7 @@ fn main() {
         measure("durable submits/s, 1 client", one);
         measure("durable submits/s, 64 clients", many);
         measure("bulk submit jobs/s (batches of 1000)", bulk);
-        measure("noop drain jobs/s (2 workers)", drain);
+        measure("noop drain jobs/s", drain);
         measure("noop drain jobs/s, all due at once (scheduled)", due);
         measure("engine floor: noop jobs/s, no store (2 tasks)", floor);
         if let (Some(d), Some(f)) = (drain_median, floor_median) {
@@ -290,11 +300,13 @@ fn main() {
         s.shutdown().await;
         let large = env_usize("BENCH_SCALE", 1_000_000);
         if wants("scale") && large > 0 {
-            rows.extend(scale::run(1000, large, jobs.min(large), runs).await);
+            rows.extend(scale::run(workers, 1000, large, jobs.min(large), runs).await);
             let (_, peak_rss) = rss_mib();
             rows.push(("RSS peak MiB, after the scale phase".into(), peak_rss));
         }
-        println!("service: real server on 127.0.0.1, {jobs} jobs, median of {runs} runs");
+        println!(
+            "service: real server on 127.0.0.1, {workers} workers, {jobs} jobs, median of {runs} runs"
+        );
         for (name, v) in &rows {
             println!("{name:<46} {v:>10.1}");
         }
@@ -302,6 +314,7 @@ fn main() {
             "bench": "service",
             "jobs": jobs,
             "runs": runs,
+            "workers": workers,
             "rows": rows.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>(),
         });
         let out = wasmjobs_tests::repo_root().join("target/bench-service.json");

@@ -25,7 +25,7 @@ pub struct Depth {
 async fn block_workers(s: &TestServer, workers: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for _ in 0..workers {
-        let job = json!({"name": "sleeper", "parameters": {"ms": 3_600_000, "step_ms": 5},
+        let job = json!({"name": "sleeper", "parameters": {"ms": 3_600_000, "step_ms": 1},
                          "metadata": {"kind": "Generic", "deadline": "1h"}});
         ids.push(s.submit_ok(job).await);
     }
@@ -88,28 +88,25 @@ async fn submit_p99(s: &TestServer, n: usize) -> f64 {
     took[((took.len() as f64 * 0.99) as usize).min(took.len() - 1)]
 }
 
-/// Stop the blockers and time the first `probe` noop jobs of the queue: from the
-/// moment the first blocker's end is recorded (a worker is free) until `probe`
-/// more attempts are, like the peers' harness (first job locked -> last finished).
+/// Stop the blockers and time the first `probe` noop jobs of the queue: from
+/// the stop requests (all sent at once) until `probe` more attempts than the
+/// blockers' are recorded. The clock starts before any worker is free, so the
+/// stop's own latency (a millisecond or two) counts against the drain.
 async fn drain_first(s: &TestServer, blockers: &[String], probe: usize) -> f64 {
     let before = s.service.attempts_recorded();
-    for id in blockers {
-        let (status, body) = s.action(id, "stop").await;
+    let started = Instant::now();
+    let stops = blockers.iter().map(|id| s.action(id, "stop"));
+    for (status, body) in futures::future::join_all(stops).await {
         assert!(status.is_success(), "stop a blocker: {status} {body}");
     }
-    let wait_for = |n: u64| async move {
-        let started = Instant::now();
-        while s.service.attempts_recorded() < n {
-            assert!(
-                started.elapsed() < Duration::from_secs(600),
-                "the drain stalled"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    };
-    wait_for(before + 1).await;
-    let started = Instant::now();
-    wait_for(before + (blockers.len() + probe) as u64).await;
+    let target = before + (blockers.len() + probe) as u64;
+    while s.service.attempts_recorded() < target {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the drain stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     probe as f64 / started.elapsed().as_secs_f64()
 }
 
@@ -146,8 +143,14 @@ pub async fn depth(s: &TestServer, queued: usize, probe: usize, rest: bool) -> D
 /// The scale rows: `small` (1k) and `large` (1M) queued, `runs` times for the
 /// small depth (it is quick) and once for the large one, then a restart with
 /// the large queue stored.
-pub async fn run(small: usize, large: usize, probe: usize, runs: usize) -> Vec<(String, f64)> {
-    let s = TestServer::start(&["noop", "sleeper"]).await;
+pub async fn run(
+    workers: usize,
+    small: usize,
+    large: usize,
+    probe: usize,
+    runs: usize,
+) -> Vec<(String, f64)> {
+    let s = super::server(workers).await;
     let mut small_runs = Vec::new();
     for _ in 0..runs.max(1) {
         small_runs.push(depth(&s, small, probe, true).await);

@@ -33,6 +33,9 @@ pub struct SledStore {
     /// The ready queue's index entries (`q` keys), kept in memory in step with
     /// every staged write: claims take the first one without reading sled.
     queue: ready::SharedQueue,
+    /// The decoded records of the running jobs, in step with every staged
+    /// write (`apply`): check-ins and finishes read them without decoding.
+    running: Mutex<std::collections::HashMap<Uuid, Job>>,
     /// Highest modify index staged so far, published after each write.
     staged_index: AtomicU64,
     index: watch::Sender<u64>,
@@ -59,6 +62,7 @@ impl SledStore {
             write: Mutex::new(()),
             staging,
             queue,
+            running: Mutex::default(),
             staged_index: AtomicU64::new(0),
             index: watch::channel(0).0,
             refuse_writes: std::sync::atomic::AtomicBool::new(false),

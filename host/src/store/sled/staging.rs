@@ -95,7 +95,12 @@ impl State {
 
 /// The writes of one store operation, applied together or not at all.
 #[derive(Debug, Default)]
-pub(super) struct Batch(Vec<(IVec, Option<IVec>, bool)>);
+pub(super) struct Batch(
+    Vec<(IVec, Option<IVec>, bool)>,
+    /// The job records among them, decoded (the store's cache of running jobs
+    /// takes them when the batch is staged; staging itself ignores them).
+    pub(super) Vec<crate::job::Job>,
+);
 
 impl Batch {
     pub(super) fn insert(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {

@@ -3,7 +3,7 @@
 //! and its webhook delivery, checked against the allowed transitions, and applied
 //! atomically under the write lock.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 
@@ -17,12 +17,22 @@ use crate::store::{ChangeRecord, HookRecord, StoreError, keys};
 impl SledStore {
     /// Stage a batch built by `stage` (the writer thread applies it) and wake
     /// whoever watches the index.
-    pub(super) fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+    pub(super) fn apply(&self, mut batch: Batch) -> Result<(), StoreError> {
         if self.refuse_writes.load(Ordering::Acquire) {
             return Err(StoreError::Injected);
         }
+        let jobs = std::mem::take(&mut batch.1);
         {
             let mut queue = self.lock_queue();
+            let mut running = self.lock_running();
+            for job in jobs {
+                if job.status == Status::Running {
+                    running.insert(job.id, job);
+                } else {
+                    running.remove(&job.id);
+                }
+            }
+            drop(running);
             for (key, set) in batch.writes() {
                 if key.first() == Some(&keys::QUEUE)
                     && let Ok(key) = key.try_into()
@@ -64,7 +74,14 @@ impl SledStore {
         super::ready::lock(&self.queue)
     }
 
+    pub(super) fn lock_running(&self) -> MutexGuard<'_, HashMap<Uuid, Job>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(super) fn load(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        if let Some(job) = self.lock_running().get(&id) {
+            return Ok(Some(job.clone()));
+        }
         match self.staging.get(&keys::job(id))? {
             None => Ok(None),
             Some(bytes) => {
@@ -181,6 +198,11 @@ impl SledStore {
             &keys::job(new.id)[..],
             Self::encode(new.id.to_string(), new)?,
         );
+        // A running job's record is read back by its check-ins and its finish:
+        // they take it from memory instead of decoding it again.
+        if new.status == Status::Running || old.is_some_and(|o| o.status == Status::Running) {
+            batch.1.push(new.clone());
+        }
         Ok(())
     }
 
