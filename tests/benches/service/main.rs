@@ -18,7 +18,9 @@
 //!
 //! Submitted jobs are Scheduled an hour out so the submit figures measure the
 //! submit path alone. Run: `cargo bench -p wasmjobs-tests --bench service`
-//! (`BENCH_JOBS`, default 20000). Prints a table, writes `target/bench-service.json`.
+//! (`BENCH_JOBS`, default 20000; `BENCH_WORKERS`, default the product's 4;
+//! `BENCH_RUNS`, default 3; `BENCH_ONLY=submit|bulk|drain|floor|latency|scale`).
+//! Prints a table, writes `target/bench-service.json`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -240,7 +242,9 @@ fn main() {
                 rows.push((name.to_string(), median(v)));
             }
         };
-        let workers = env_usize("BENCH_WORKERS", 2);
+        // The product's default worker count unless `BENCH_WORKERS` says otherwise.
+        let default_workers = wasmjobs::config::Config::default().workers as usize;
+        let workers = env_usize("BENCH_WORKERS", default_workers);
         let s = server(workers).await;
         let idle_rss = rss_mib().0;
         let mut one = Vec::new();

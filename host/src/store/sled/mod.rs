@@ -25,6 +25,9 @@ use super::{
 };
 use crate::job::{Attempt, Command, Job, Kind, Status, now_ms};
 
+/// Per-job locks: enough that two workers' jobs rarely share one.
+const STRIPES: usize = 64;
+
 /// The sled-backed [`Store`].
 #[derive(Debug)]
 pub struct SledStore {
@@ -36,6 +39,8 @@ pub struct SledStore {
     /// The decoded records of the running jobs, in step with every staged
     /// write (`apply`): check-ins and finishes read them without decoding.
     running: Mutex<std::collections::HashMap<Uuid, Job>>,
+    /// Per-job locks (by id), see [`SledStore::stripe`].
+    stripes: Box<[Mutex<()>]>,
     /// Highest modify index staged so far, published after each write.
     staged_index: AtomicU64,
     index: watch::Sender<u64>,
@@ -63,6 +68,7 @@ impl SledStore {
             staging,
             queue,
             running: Mutex::default(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             staged_index: AtomicU64::new(0),
             index: watch::channel(0).0,
             refuse_writes: std::sync::atomic::AtomicBool::new(false),
@@ -179,14 +185,7 @@ impl Store for SledStore {
         message: &str,
         now: u64,
     ) -> Result<Option<Job>, StoreError> {
-        let result = self.update(id, |job| {
-            if job.status != Status::Running {
-                return Err(StoreError::Transition {
-                    id,
-                    from: job.status,
-                    to: Status::Running,
-                });
-            }
+        let result = self.update_running(id, |job| {
             job.check_in = Some(message.to_string());
             job.check_in_at = Some(now);
             job.event("Checkin", message);
@@ -210,7 +209,7 @@ impl Store for SledStore {
         let end_outcome = end.outcome.clone();
         let end_message = end.message.clone();
         let decision = end.decision;
-        self.update(id, |job| {
+        self.update_running(id, |job| {
             if let Some(a) = job.attempts.last_mut() {
                 a.finished_at = Some(now);
                 a.outcome = Some(end.outcome);
@@ -411,6 +410,8 @@ impl Store for SledStore {
         now: u64,
     ) -> Result<(), StoreError> {
         let _w = self.lock();
+        // The upstream job may be running (a guest launching a sub-job).
+        let _s = self.stripe(upstream);
         let old = self.must_load(upstream)?;
         let mut job = old.clone();
         job.has_executions = true;
