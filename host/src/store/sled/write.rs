@@ -21,18 +21,21 @@ impl SledStore {
         if self.refuse_writes.load(Ordering::Acquire) {
             return Err(StoreError::Injected);
         }
-        let jobs = std::mem::take(&mut batch.1);
         {
-            let mut queue = self.lock_queue();
             let mut running = self.lock_running();
-            for job in jobs {
+            for job in std::mem::take(&mut batch.1) {
                 if job.status == Status::Running {
                     running.insert(job.id, job);
                 } else {
                     running.remove(&job.id);
                 }
             }
-            drop(running);
+        }
+        let touches_queue = batch
+            .writes()
+            .any(|(key, _)| key.first() == Some(&keys::QUEUE));
+        if touches_queue {
+            let mut queue = self.lock_queue();
             for (key, set) in batch.writes() {
                 if key.first() == Some(&keys::QUEUE)
                     && let Ok(key) = key.try_into()
@@ -46,6 +49,8 @@ impl SledStore {
             }
             // Staged while the queue is locked: a claim never sees a queue entry
             // whose job record is not readable yet.
+            self.staging.stage(batch);
+        } else {
             self.staging.stage(batch);
         }
         let index = self.staged_index.load(Ordering::Acquire);
