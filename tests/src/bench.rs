@@ -25,7 +25,12 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// A `kB` field of `/proc/self/status` (`VmRSS`, `VmHWM`), in bytes; 0 if absent.
 pub fn proc_status_bytes(key: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    pid_status_bytes("self", key)
+}
+
+/// A `kB` field of `/proc/<pid>/status`, in bytes; 0 if absent.
+pub fn pid_status_bytes(pid: &str, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))

@@ -108,20 +108,34 @@ pub fn target_dir() -> PathBuf {
 /// cargo that runs the tests.
 pub fn wasmjobs_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = repo_root();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "wasmjobs", "--bin", "wasmjobs"])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build");
-        assert!(
-            status.success(),
-            "cargo build of the wasmjobs binary failed"
-        );
-        target_dir().join("debug/wasmjobs")
-    })
+    BIN.get_or_init(|| build_wasmjobs(false))
+}
+
+/// The release build of the `wasmjobs` binary (benchmarks), built on first use.
+pub fn wasmjobs_release_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_wasmjobs(true))
+}
+
+fn build_wasmjobs(release: bool) -> PathBuf {
+    let root = repo_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut args = vec!["build", "--quiet", "-p", "wasmjobs", "--bin", "wasmjobs"];
+    if release {
+        args.push("--release");
+    }
+    let status = std::process::Command::new(cargo)
+        .args(args)
+        .current_dir(&root)
+        .status()
+        .expect("run cargo build");
+    assert!(
+        status.success(),
+        "cargo build of the wasmjobs binary failed"
+    );
+    target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("wasmjobs")
 }
 
 /// The bytes of bundled plugin `name`.

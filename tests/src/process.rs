@@ -23,7 +23,12 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Start `wasmjobs serve` on the given directories and wait until it listens.
     pub fn spawn(data: &Path, plugins: &Path) -> Self {
-        let mut child = Command::new(wasmjobs_binary())
+        Self::spawn_binary(wasmjobs_binary(), data, plugins)
+    }
+
+    /// [`ServerProcess::spawn`] of the given build of the binary.
+    pub fn spawn_binary(binary: &Path, data: &Path, plugins: &Path) -> Self {
+        let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .arg("--plugins-dir")
@@ -64,6 +69,11 @@ impl ServerProcess {
             base,
             client,
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap_or_else(|p| p.into_inner()).id()
     }
 
     /// SIGKILL, and wait for the process to be gone.

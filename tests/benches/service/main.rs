@@ -19,7 +19,7 @@
 //! Submitted jobs are Scheduled an hour out so the submit figures measure the
 //! submit path alone. Run: `cargo bench -p wasmjobs-tests --bench service`
 //! (`BENCH_JOBS`, default 20000; `BENCH_WORKERS`, default the product's 4;
-//! `BENCH_RUNS`, default 3; `BENCH_ONLY=submit|bulk|drain|floor|latency|scale`).
+//! `BENCH_RUNS`, default 3; `BENCH_ONLY=submit|bulk|drain|floor|latency|scale|rss`).
 //! Prints a table, writes `target/bench-service.json`.
 
 use std::sync::Arc;
@@ -225,6 +225,27 @@ fn sled_floor(n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Resident memory of the real `wasmjobs serve` (release build, 2 workers, the
+/// bench's two plugins) when idle, MiB: restarted on its data dir (plugins
+/// compiled and cached, as a node runs after its first start), 3 s after it
+/// listens. No load generator shares its process.
+fn server_idle_rss() -> f64 {
+    use wasmjobs_tests::process::ServerProcess;
+    let data = tempfile::tempdir().expect("data dir");
+    let plugins = tempfile::tempdir().expect("plugins dir");
+    wasmjobs_tests::install(plugins.path(), &["noop", "sleeper"]);
+    let binary = wasmjobs_tests::wasmjobs_release_binary();
+    drop(ServerProcess::spawn_binary(
+        binary,
+        data.path(),
+        plugins.path(),
+    ));
+    let server = ServerProcess::spawn_binary(binary, data.path(), plugins.path());
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = server.pid().to_string();
+    wasmjobs_tests::bench::pid_status_bytes(&pid, "VmRSS") as f64 / (1024.0 * 1024.0)
+}
+
 /// (current, peak) resident memory of this process, MiB.
 fn rss_mib() -> (f64, f64) {
     let mib = |key| wasmjobs_tests::bench::proc_status_bytes(key) as f64 / (1024.0 * 1024.0);
@@ -234,6 +255,9 @@ fn rss_mib() -> (f64, f64) {
 fn main() {
     let jobs = env_usize("BENCH_JOBS", 20_000).max(1000);
     let runs = env_usize("BENCH_RUNS", 3);
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let server_idle = (only.is_empty() || only == "rss")
+        .then(|| median((0..runs).map(|_| server_idle_rss()).collect()));
     let tokio = runtime();
     tokio.block_on(async {
         let mut rows: Vec<(String, f64)> = Vec::new();
@@ -252,8 +276,7 @@ fn main() {
         let mut bulk = Vec::new();
         let mut drain = Vec::new();
         let mut due = Vec::new();
-        // BENCH_ONLY=submit|bulk|drain|floor|latency|scale runs one figure (for profiling).
-        let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+        // BENCH_ONLY=submit|bulk|drain|floor|latency|scale|rss runs one figure (for profiling).
         let wants = |name: &str| only.is_empty() || only == name;
         for _ in 0..runs {
             if wants("submit") {
@@ -299,6 +322,9 @@ fn main() {
         measure("start latency p50 ms (stored -> claimed)", p50);
         measure("start latency p99 ms (stored -> claimed)", p99);
         let (_, peak_rss) = rss_mib();
+        if let Some(rss) = server_idle {
+            measure("RSS idle MiB, `wasmjobs serve` alone", vec![rss]);
+        }
         measure("RSS idle MiB (server + load generator)", vec![idle_rss]);
         measure("RSS peak MiB (server + load generator)", vec![peak_rss]);
         s.shutdown().await;
