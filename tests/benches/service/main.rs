@@ -87,15 +87,21 @@ async fn batch_rate(
     let body = json!({ "jobs": vec![job; per_batch] });
     let started = Instant::now();
     for _ in 0..batches {
-        let r = s
-            .authed(reqwest::Method::POST, "/api/v1/jobs/batch")
-            .json(&body)
-            .send()
-            .await
-            .expect("batch");
-        assert_eq!(r.status(), 202);
+        post_batch(s, &body).await;
     }
     (batches * per_batch) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// `POST /api/v1/jobs/batch` of `body`, which must be accepted (202).
+async fn post_batch(s: &TestServer, body: &serde_json::Value) -> reqwest::Response {
+    let r = s
+        .authed(reqwest::Method::POST, "/api/v1/jobs/batch")
+        .json(body)
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(r.status(), 202);
+    r
 }
 
 /// `n` noop jobs scheduled to be due at once; jobs/s from the due time until all
@@ -111,14 +117,7 @@ async fn drain_rate(s: &TestServer, n: usize) -> f64 {
     let body = json!({ "jobs": vec![job; 1000] });
     let mut last = String::new();
     for _ in 0..n / 1000 {
-        let r = s
-            .authed(reqwest::Method::POST, "/api/v1/jobs/batch")
-            .json(&body)
-            .send()
-            .await
-            .expect("batch");
-        assert_eq!(r.status(), 202);
-        let v: serde_json::Value = r.json().await.expect("json");
+        let v: serde_json::Value = post_batch(s, &body).await.json().await.expect("json");
         last = v["jobs"][999]["id"].as_str().expect("id").to_string();
     }
     let due = submitted + Duration::from_secs(delay);
@@ -176,7 +175,8 @@ async fn start_latency(s: &TestServer, rate: usize, secs: usize) -> Vec<f64> {
     latencies
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile of sorted measurements.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 

@@ -85,7 +85,7 @@ async fn submit_p99(s: &TestServer, n: usize) -> f64 {
         took.push(t.elapsed().as_secs_f64() * 1e3);
     }
     took.sort_by(f64::total_cmp);
-    took[((took.len() as f64 * 0.99) as usize).min(took.len() - 1)]
+    super::percentile(&took, 0.99)
 }
 
 /// Stop the blockers and time the first `probe` noop jobs of the queue: from
