@@ -25,8 +25,6 @@ use super::{
 };
 use crate::job::{Attempt, Command, Job, Kind, Status, now_ms};
 
-/// Per-job locks: enough that two workers' jobs rarely share one.
-const STRIPES: usize = 64;
 /// Queue keys a claim copies out per look at the queue.
 const CLAIM_CHUNK: usize = 16;
 
@@ -41,8 +39,6 @@ pub struct SledStore {
     /// The decoded records of the running jobs, in step with every staged
     /// write (`apply`): check-ins and finishes read them without decoding.
     running: Mutex<std::collections::HashMap<Uuid, Job>>,
-    /// Per-job locks (by id), see [`SledStore::stripe`].
-    stripes: Box<[Mutex<()>]>,
     /// Highest modify index staged so far, published after each write.
     staged_index: AtomicU64,
     index: watch::Sender<u64>,
@@ -70,7 +66,6 @@ impl SledStore {
             staging,
             queue,
             running: Mutex::default(),
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             staged_index: AtomicU64::new(0),
             index: watch::channel(0).0,
             refuse_writes: std::sync::atomic::AtomicBool::new(false),
@@ -425,8 +420,6 @@ impl Store for SledStore {
         now: u64,
     ) -> Result<(), StoreError> {
         let _w = self.lock();
-        // The upstream job may be running (a guest launching a sub-job).
-        let _s = self.stripe(upstream);
         let old = self.must_load(upstream)?;
         let mut job = old.clone();
         job.has_executions = true;

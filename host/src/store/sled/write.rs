@@ -211,35 +211,30 @@ impl SledStore {
         Ok(())
     }
 
-    /// The lock of one job's record. Whoever changes a running job's record
-    /// holds it ([`SledStore::update_running`] holds only it); the write lock
-    /// comes first when both are taken.
-    pub(super) fn stripe(&self, id: Uuid) -> MutexGuard<'_, ()> {
-        let n = (id.as_u128() % self.stripes.len() as u128) as usize;
-        self.stripes[n].lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Load, change and write one job under the write lock (and its stripe).
+    /// Load, change and write one job under the write lock.
     pub(super) fn update(
         &self,
         id: Uuid,
         change: impl FnOnce(&mut Job) -> Result<(), StoreError>,
     ) -> Result<Job, StoreError> {
         let _w = self.lock();
-        self.update_in_stripe(id, change)
+        let old = self.must_load(id)?;
+        let mut new = old.clone();
+        change(&mut new)?;
+        let mut batch = Batch::default();
+        self.stage(&mut batch, Some(&old), &mut new)?;
+        self.apply(batch)?;
+        Ok(new)
     }
 
-    /// [`SledStore::update`] of a running job, under its stripe only: the
-    /// check-ins and the finish of one job do not wait for the claims, submits
-    /// and finishes of others. Sound because every other writer of a running
-    /// job's record holds its stripe too, and a job that is not running is
-    /// refused (`Transition`) before anything is written.
+    /// [`SledStore::update`] of a job that must be running (a check-in, the end
+    /// of an attempt); `Transition` otherwise, with nothing written.
     pub(super) fn update_running(
         &self,
         id: Uuid,
         change: impl FnOnce(&mut Job) -> Result<(), StoreError>,
     ) -> Result<Job, StoreError> {
-        self.update_in_stripe(id, |job| {
+        self.update(id, |job| {
             if job.status != Status::Running {
                 return Err(StoreError::Transition {
                     id,
@@ -249,21 +244,6 @@ impl SledStore {
             }
             change(job)
         })
-    }
-
-    fn update_in_stripe(
-        &self,
-        id: Uuid,
-        change: impl FnOnce(&mut Job) -> Result<(), StoreError>,
-    ) -> Result<Job, StoreError> {
-        let _s = self.stripe(id);
-        let old = self.must_load(id)?;
-        let mut new = old.clone();
-        change(&mut new)?;
-        let mut batch = Batch::default();
-        self.stage(&mut batch, Some(&old), &mut new)?;
-        self.apply(batch)?;
-        Ok(new)
     }
 
     pub(super) fn requeue(&self, job: &mut Job) -> Result<(), StoreError> {
@@ -309,9 +289,8 @@ mod tests {
     use crate::job::Command;
     use crate::store::Store;
 
-    /// Check-ins (under the job's stripe only) racing with a stop and with task
-    /// events (under the write lock and the stripe) lose no update: each bumps
-    /// the revision once, and the stop survives the check-ins after it.
+    /// Check-ins racing with a stop and with task events lose no update: each
+    /// bumps the revision once, and the stop survives the check-ins after it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writers_of_a_running_job_lose_no_update() {
         let dir = tempfile::tempdir().expect("dir");
