@@ -25,9 +25,6 @@ use super::{
 };
 use crate::job::{Attempt, Command, Job, Kind, Status, now_ms};
 
-/// Queue keys a claim copies out per look at the queue.
-const CLAIM_CHUNK: usize = 16;
-
 /// The sled-backed [`Store`].
 #[derive(Debug)]
 pub struct SledStore {
@@ -118,24 +115,11 @@ impl Store for SledStore {
         let _w = self.lock();
         let mut stale = Vec::new();
         let mut chosen = None;
-        // The queue in memory: a claim reads no index from sled. Keys are copied
-        // out a few at a time, so the queue is not locked while records are read
-        // (finishes and submits stage into it meanwhile; only holders of the
-        // write lock change its keys).
-        let mut after = None;
-        let mut scanned = 0;
-        'scan: while scanned < CLAIM_SCAN {
-            let chunk: Vec<ready::QueueKey> = self
-                .lock_queue()
-                .claimable_after(after.as_ref())
-                .take(CLAIM_CHUNK.min(CLAIM_SCAN - scanned))
-                .copied()
-                .collect();
-            let Some(last) = chunk.last() else { break };
-            after = Some(*last);
-            scanned += chunk.len();
-            for key in chunk {
-                match keys::id_suffix(&key)
+        {
+            // The queue in memory: a claim reads no index from sled.
+            let queue = self.lock_queue();
+            for key in queue.claimable().take(CLAIM_SCAN) {
+                match keys::id_suffix(key)
                     .map(|id| self.load(id))
                     .transpose()?
                     .flatten()
@@ -143,11 +127,11 @@ impl Store for SledStore {
                     Some(job) if job.status == Status::Pending => {
                         if fits(&job) {
                             chosen = Some(job);
-                            break 'scan;
+                            break;
                         }
                     }
                     // An index entry without a pending job behind it: drop it.
-                    _ => stale.push(key),
+                    _ => stale.push(*key),
                 }
             }
         }

@@ -40,27 +40,12 @@ impl ReadyQueue {
     }
 
     /// The keys a claim may take, in claim order.
-    #[cfg(test)]
     pub(super) fn claimable(&self) -> impl Iterator<Item = &QueueKey> {
-        self.claimable_after(None)
-    }
-
-    /// The keys a claim may take after `after`, in claim order.
-    pub(super) fn claimable_after(
-        &self,
-        after: Option<&QueueKey>,
-    ) -> impl Iterator<Item = &QueueKey> {
-        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
         let upto = self
             .loaded_upto
             .as_ref()
             .map_or(Bound::Unbounded, Bound::Included);
-        // Nothing claimable past the loaded keys (a reversed range would panic).
-        let empty = matches!((after, &self.loaded_upto), (Some(a), Some(u)) if a >= u);
-        (!empty)
-            .then(|| self.keys.range::<QueueKey, _>((from, upto)))
-            .into_iter()
-            .flatten()
+        self.keys.range::<QueueKey, _>((Bound::Unbounded, upto))
     }
 
     /// Whether every key in sled has been loaded.
@@ -168,15 +153,8 @@ mod tests {
         // Staged live while loading: an older job (seq 20) may still be in sled only.
         q.insert(key(30));
         assert_eq!(q.claimable().collect::<Vec<_>>(), [&key(5)]);
-        assert_eq!(q.claimable_after(Some(&key(5))).count(), 0);
-        assert_eq!(q.claimable_after(Some(&key(10))).count(), 0);
-        assert_eq!(q.claimable_after(Some(&key(11))).count(), 0);
         q.loaded_upto = None;
         assert_eq!(q.claimable().count(), 2);
-        assert_eq!(
-            q.claimable_after(Some(&key(5))).collect::<Vec<_>>(),
-            [&key(30)]
-        );
         assert!(q.is_loaded());
     }
 

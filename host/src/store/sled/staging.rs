@@ -95,34 +95,38 @@ impl State {
 
 /// The writes of one store operation, applied together or not at all.
 #[derive(Debug, Default)]
-pub(super) struct Batch(
-    Vec<(IVec, Option<IVec>, bool)>,
-    /// The job records among them, decoded (the store's cache of running jobs
-    /// takes them when the batch is staged; staging itself ignores them).
-    pub(super) Vec<crate::job::Job>,
-);
+pub(super) struct Batch {
+    /// Key, value (`None`: remove), and whether the key is new to the store.
+    writes: Vec<(IVec, Option<IVec>, bool)>,
+    /// What the batch does to running jobs' records, decoded: a running job's
+    /// latest record, or `None` when the job stops running. The store's cache
+    /// of running jobs takes it when the batch is staged; staging ignores it.
+    pub(super) running: Vec<(uuid::Uuid, Option<crate::job::Job>)>,
+}
 
 impl Batch {
     pub(super) fn insert(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
-        self.0.push((key.into(), Some(value.into()), false));
+        self.writes.push((key.into(), Some(value.into()), false));
     }
 
     /// Insert a key the store does not have (an index entry that did not exist).
     pub(super) fn insert_new(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
-        self.0.push((key.into(), Some(value.into()), true));
+        self.writes.push((key.into(), Some(value.into()), true));
     }
 
     pub(super) fn remove(&mut self, key: impl Into<IVec>) {
-        self.0.push((key.into(), None, false));
+        self.writes.push((key.into(), None, false));
     }
 
     /// Each write's key, and whether it sets (`true`) or removes the key.
     pub(super) fn writes(&self) -> impl Iterator<Item = (&[u8], bool)> {
-        self.0.iter().map(|(k, v, _)| (k.as_ref(), v.is_some()))
+        self.writes
+            .iter()
+            .map(|(k, v, _)| (k.as_ref(), v.is_some()))
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.writes.is_empty()
     }
 }
 
@@ -181,8 +185,8 @@ impl Staging {
         let was_empty = !state.has_untaken();
         state.staged += 1;
         let generation = state.staged;
-        state.untaken += batch.0.len();
-        for (key, value, new) in batch.0 {
+        state.untaken += batch.writes.len();
+        for (key, value, new) in batch.writes {
             let taken = state.taken;
             let untaken = state.overlay.get(&key).filter(|e| e.generation > taken);
             let fresh = match (untaken, &value) {

@@ -23,18 +23,14 @@ impl SledStore {
         }
         {
             let mut running = self.lock_running();
-            for job in std::mem::take(&mut batch.1) {
-                if job.status == Status::Running {
-                    running.insert(job.id, job);
-                } else {
-                    running.remove(&job.id);
-                }
+            for (id, job) in std::mem::take(&mut batch.running) {
+                match job {
+                    Some(job) => running.insert(id, job),
+                    None => running.remove(&id),
+                };
             }
         }
-        let touches_queue = batch
-            .writes()
-            .any(|(key, _)| key.first() == Some(&keys::QUEUE));
-        if touches_queue {
+        {
             let mut queue = self.lock_queue();
             for (key, set) in batch.writes() {
                 if key.first() == Some(&keys::QUEUE)
@@ -49,8 +45,6 @@ impl SledStore {
             }
             // Staged while the queue is locked: a claim never sees a queue entry
             // whose job record is not readable yet.
-            self.staging.stage(batch);
-        } else {
             self.staging.stage(batch);
         }
         let index = self.staged_index.load(Ordering::Acquire);
@@ -205,8 +199,10 @@ impl SledStore {
         );
         // A running job's record is read back by its check-ins and its finish:
         // they take it from memory instead of decoding it again.
-        if new.status == Status::Running || old.is_some_and(|o| o.status == Status::Running) {
-            batch.1.push(new.clone());
+        if new.status == Status::Running {
+            batch.running.push((new.id, Some(new.clone())));
+        } else if old.is_some_and(|o| o.status == Status::Running) {
+            batch.running.push((new.id, None));
         }
         Ok(())
     }
