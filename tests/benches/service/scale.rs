@@ -35,36 +35,19 @@ async fn block_workers(s: &TestServer, workers: usize) -> Vec<String> {
     ids
 }
 
-/// Queue `n` noop jobs through bulk submits of 1000, from 4 clients at once.
+/// Queue `n` noop jobs through bulk submits of 1000, 4 requests in flight.
 async fn fill(s: &TestServer, n: usize) {
     let clients = 4;
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let share = n / clients + usize::from(c < n % clients);
-        let (url, client) = (s.url("/api/v1/jobs/batch"), reqwest::Client::new());
-        tasks.push(tokio::spawn(async move {
-            let mut left = share;
-            while left > 0 {
-                let k = left.min(1000);
-                let body = json!({ "jobs": vec![json!({"name": "noop"}); k] });
-                let r = client
-                    .post(&url)
-                    .header(
-                        "Authorization",
-                        format!("Harbor-Secret {}", wasmjobs_tests::server::SECRET),
-                    )
-                    .json(&body)
-                    .send()
-                    .await
-                    .expect("batch");
-                assert_eq!(r.status(), 202, "bulk submit while filling the queue");
-                left -= k;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("fill client");
-    }
+    let client = |c: usize| async move {
+        let mut left = n / clients + usize::from(c < n % clients);
+        while left > 0 {
+            let k = left.min(1000);
+            let body = json!({ "jobs": vec![json!({"name": "noop"}); k] });
+            super::post_batch(s, &body).await;
+            left -= k;
+        }
+    };
+    futures::future::join_all((0..clients).map(client)).await;
 }
 
 /// `n` durable single submits from one client (of a job scheduled an hour out,
