@@ -196,7 +196,12 @@ async fn blocking_queries_return_on_change_or_at_wait() {
     let id = s
         .submit_ok(json!({"name": "sleeper", "parameters": {"ms": 60000}}))
         .await;
-    s.wait_status(&id, "running").await;
+    // The sleeper checks in once as it starts, then only sleeps: after that
+    // check-in the job does not change until it is stopped.
+    s.wait_until(&id, Duration::from_secs(60), |j| {
+        j["check_in"] == "sleeping"
+    })
+    .await;
     let resp = s
         .authed(Method::GET, &format!("/api/v1/jobs/{id}"))
         .send()
