@@ -131,6 +131,9 @@ async fn a_guest_asleep_in_a_host_call_is_killed_after_its_stop_timeout() {
     while host.checkins().is_empty() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Between its check-in and the sleep the guest polls the command once: a
+    // cancel landing there is obeyed (Cancelled). Give it time to be asleep.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let stopped_at = Instant::now();
     control.cancel();
     let report = tokio::time::timeout(MARGIN * 2, run)
