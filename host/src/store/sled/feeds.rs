@@ -88,7 +88,7 @@ pub(super) fn hook_list(store: &SledStore, limit: usize) -> Result<Vec<HookRecor
 pub(super) fn hook_done(store: &SledStore, seq: u64) -> Result<(), StoreError> {
     let mut batch = Batch::default();
     batch.remove(&keys::seq_key(keys::HOOK, seq)[..]);
-    store.apply(batch)
+    store.apply(batch, store.order())
 }
 
 pub(super) fn hook_retry(store: &SledStore, hook: &HookRecord) -> Result<(), StoreError> {
@@ -98,7 +98,7 @@ pub(super) fn hook_retry(store: &SledStore, hook: &HookRecord) -> Result<(), Sto
         &key[..],
         SledStore::encode(format!("hook {}", hook.seq), hook)?,
     );
-    store.apply(batch)
+    store.apply(batch, store.order())
 }
 
 pub(super) fn change_list(
@@ -126,7 +126,8 @@ pub(super) fn change_append(
     store: &SledStore,
     mut record: ChangeRecord,
 ) -> Result<u64, StoreError> {
-    let id = store.next_change_id()?;
+    let order = store.order();
+    let id = store.next_change_id(&order)?;
     record.id = id;
     if record.created_at == 0 {
         record.created_at = now_ms();
@@ -136,7 +137,7 @@ pub(super) fn change_append(
         &keys::seq_key(keys::CHANGE, id)[..],
         SledStore::encode(format!("change {id}"), &record)?,
     );
-    store.apply(batch)?;
+    store.apply(batch, order)?;
     Ok(id)
 }
 
@@ -194,7 +195,7 @@ pub(super) fn worker_heartbeat(store: &SledStore, worker: &WorkerRecord) -> Resu
         key,
         SledStore::encode(format!("worker {}", worker.id), worker)?,
     );
-    store.apply(batch)
+    store.apply(batch, store.order())
 }
 
 pub(super) fn worker_list(store: &SledStore) -> Result<Vec<WorkerRecord>, StoreError> {

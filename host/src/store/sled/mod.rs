@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+mod claim;
 mod feeds;
 mod ready;
 mod staging;
@@ -20,10 +21,13 @@ mod write;
 use self::staging::{Batch, Staging};
 use super::keys;
 use super::{
-    AttemptEnd, CLAIM_SCAN, ChangeRecord, CommandEffect, HookRecord, JobFilter, Next, Store,
-    StoreError, WorkerRecord,
+    AttemptEnd, ChangeRecord, CommandEffect, HookRecord, JobFilter, Next, Store, StoreError,
+    WorkerRecord,
 };
-use crate::job::{Attempt, Command, Job, Kind, Status, now_ms};
+use crate::job::{Command, Job, Kind, Status, now_ms};
+
+/// Per-job locks: enough that two workers' jobs rarely share one.
+const STRIPES: usize = 64;
 
 /// The sled-backed [`Store`].
 #[derive(Debug)]
@@ -36,6 +40,10 @@ pub struct SledStore {
     /// The decoded records of the running jobs, in step with every staged
     /// write (`apply`): check-ins and finishes read them without decoding.
     running: Mutex<std::collections::HashMap<Uuid, Job>>,
+    /// Per-job locks (by id), see [`SledStore::stripe`].
+    stripes: Box<[Mutex<()>]>,
+    /// See [`write::Order`].
+    order: Mutex<()>,
     /// Highest modify index staged so far, published after each write.
     staged_index: AtomicU64,
     index: watch::Sender<u64>,
@@ -63,6 +71,8 @@ impl SledStore {
             staging,
             queue,
             running: Mutex::default(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            order: Mutex::new(()),
             staged_index: AtomicU64::new(0),
             index: watch::channel(0).0,
             refuse_writes: std::sync::atomic::AtomicBool::new(false),
@@ -94,10 +104,13 @@ impl Store for SledStore {
                 job.seq = self.next_id()?;
                 job.created_seq = job.seq;
                 job.event("Received", "accepted and stored");
-                batch.insert(&keys::all(job.created_seq, job.id)[..], Vec::<u8>::new());
-                self.stage(&mut batch, None, job)?;
             }
-            self.apply(batch)?;
+            let order = self.order();
+            for job in &mut jobs {
+                batch.insert(&keys::all(job.created_seq, job.id)[..], Vec::<u8>::new());
+                self.stage(&order, &mut batch, None, job)?;
+            }
+            self.apply(batch, order)?;
         }
         Ok(self.staging.durable().await?)
     }
@@ -112,65 +125,7 @@ impl Store for SledStore {
         now: u64,
         fits: &mut (dyn for<'j> FnMut(&'j Job) -> bool + Send),
     ) -> Result<Option<Job>, StoreError> {
-        let _w = self.lock();
-        let mut stale = Vec::new();
-        let mut chosen = None;
-        {
-            // The queue in memory: a claim reads no index from sled.
-            let queue = self.lock_queue();
-            for key in queue.claimable().take(CLAIM_SCAN) {
-                match keys::id_suffix(key)
-                    .map(|id| self.load(id))
-                    .transpose()?
-                    .flatten()
-                {
-                    Some(job) if job.status == Status::Pending => {
-                        if fits(&job) {
-                            chosen = Some(job);
-                            break;
-                        }
-                    }
-                    // An index entry without a pending job behind it: drop it.
-                    _ => stale.push(*key),
-                }
-            }
-        }
-        let mut batch = Batch::default();
-        for key in stale {
-            batch.remove(&key[..]);
-        }
-        if let Some(old) = chosen {
-            let mut job = old.clone();
-            job.status = Status::Running;
-            job.update_time = now;
-            job.started_at = Some(now);
-            job.finished_at = None;
-            let number = job.attempts.last().map_or(1, |a| a.number + 1);
-            let retry_from_id = job.attempts.last().map(|a| a.id);
-            job.attempts.push(Attempt {
-                id: Uuid::new_v4(),
-                number,
-                retry_from_id,
-                worker_id: worker_id.to_string(),
-                started_at: now,
-                finished_at: None,
-                outcome: None,
-                message: None,
-                plugin_digest: String::new(),
-                startup_us: None,
-                duration_us: None,
-                peak_memory: None,
-                fuel_used: None,
-            });
-            job.event("Started", format!("attempt {number} on {worker_id}"));
-            self.stage(&mut batch, Some(&old), &mut job)?;
-            self.apply(batch)?;
-            return Ok(Some(job));
-        }
-        if !batch.is_empty() {
-            self.apply(batch)?;
-        }
-        Ok(None)
+        self.claim(worker_id, now, fits)
     }
 
     async fn job_checkin(
@@ -319,31 +274,33 @@ impl Store for SledStore {
     async fn job_schedule_due(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
         let _w = self.lock();
         let mut batch = Batch::default();
-        let mut moved = 0;
+        // Read first, staged after under the order lock: finishes (which do not
+        // hold the write lock) wait for the staging only, not for the reads.
+        let mut due = Vec::new();
         for entry in self.staging.scan_prefix(&[keys::SCHEDULE]) {
             let (key, _) = entry?;
-            if moved >= limit || keys::schedule_time(&key).is_none_or(|at| at > now) {
+            if due.len() >= limit || keys::schedule_time(&key).is_none_or(|at| at > now) {
                 break;
             }
-            let Some(old) = keys::id_suffix(&key)
+            match keys::id_suffix(&key)
                 .map(|id| self.load(id))
                 .transpose()?
                 .flatten()
-            else {
-                batch.remove(key);
-                continue;
-            };
-            if old.status != Status::Scheduled {
-                batch.remove(key);
-                continue;
+            {
+                // Only writers holding the write lock change a scheduled job.
+                Some(old) if old.status == Status::Scheduled => due.push(old),
+                _ => batch.remove(key),
             }
+        }
+        let moved = due.len();
+        let order = self.order();
+        for old in due {
             let mut job = old.clone();
             self.requeue(&mut job)?;
             job.update_time = now;
-            self.stage(&mut batch, Some(&old), &mut job)?;
-            moved += 1;
+            self.stage(&order, &mut batch, Some(&old), &mut job)?;
         }
-        self.apply(batch)?;
+        self.apply(batch, order)?;
         Ok(moved)
     }
 
@@ -404,6 +361,8 @@ impl Store for SledStore {
         now: u64,
     ) -> Result<(), StoreError> {
         let _w = self.lock();
+        // The upstream job may be running (a guest launching a sub-job).
+        let _s = self.stripe(upstream);
         let old = self.must_load(upstream)?;
         let mut job = old.clone();
         job.has_executions = true;
@@ -414,8 +373,9 @@ impl Store for SledStore {
             &keys::execution(upstream, self.next_id()?)[..],
             child.as_bytes().to_vec(),
         );
-        self.stage(&mut batch, Some(&old), &mut job)?;
-        self.apply(batch)
+        let order = self.order();
+        self.stage(&order, &mut batch, Some(&old), &mut job)?;
+        self.apply(batch, order)
     }
 
     async fn job_executions(
@@ -461,6 +421,7 @@ impl Store for SledStore {
             let mut batch = Batch::default();
             let mut t = old.clone();
             let mut inserted = None;
+            let order = self.order();
             if let Some(mut exec) = execution
                 && self.load(exec.id)?.is_none()
             {
@@ -468,7 +429,7 @@ impl Store for SledStore {
                 exec.created_seq = exec.seq;
                 exec.event("Received", format!("periodic execution of {template}"));
                 batch.insert(&keys::all(exec.created_seq, exec.id)[..], Vec::<u8>::new());
-                self.stage(&mut batch, None, &mut exec)?;
+                self.stage(&order, &mut batch, None, &mut exec)?;
                 batch.insert(
                     &keys::execution(template, self.next_id()?)[..],
                     exec.id.as_bytes().to_vec(),
@@ -483,8 +444,8 @@ impl Store for SledStore {
                 t.status = Status::Success;
                 t.finished_at = Some(now);
             }
-            self.stage(&mut batch, Some(&old), &mut t)?;
-            self.apply(batch)?;
+            self.stage(&order, &mut batch, Some(&old), &mut t)?;
+            self.apply(batch, order)?;
             inserted
         };
         self.staging.durable().await?;
@@ -552,7 +513,7 @@ impl Store for SledStore {
     async fn probe(&self) -> Result<(), StoreError> {
         let mut batch = Batch::default();
         batch.insert(&[keys::META, b'p'][..], &now_ms().to_be_bytes()[..]);
-        self.apply(batch)?;
+        self.apply(batch, self.order())?;
         Ok(self.staging.durable().await?)
     }
 

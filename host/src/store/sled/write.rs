@@ -17,7 +17,9 @@ use crate::store::{ChangeRecord, HookRecord, StoreError, codec, keys};
 impl SledStore {
     /// Stage a batch built by `stage` (the writer thread applies it) and wake
     /// whoever watches the index.
-    pub(super) fn apply(&self, mut batch: Batch) -> Result<(), StoreError> {
+    /// `order` is held from the first id the batch took (in `stage`) until it is
+    /// staged here, so the ids become visible in the order they were taken.
+    pub(super) fn apply(&self, mut batch: Batch, order: Order<'_>) -> Result<(), StoreError> {
         if self.refuse_writes.load(Ordering::Acquire) {
             return Err(StoreError::Injected);
         }
@@ -47,7 +49,10 @@ impl SledStore {
             // whose job record is not readable yet.
             self.staging.stage(batch);
         }
+        // Every index staged so far is readable: no writer takes one without
+        // the order lock, which is still held.
         let index = self.staged_index.load(Ordering::Acquire);
+        drop(order);
         self.index.send_if_modified(|current| {
             let newer = index > *current;
             if newer {
@@ -67,6 +72,22 @@ impl SledStore {
 
     pub(super) fn lock(&self) -> MutexGuard<'_, ()> {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lock of one job's record. Whoever changes a running job's record
+    /// holds it ([`SledStore::update_running`] holds only it); the write lock
+    /// comes first when both are taken.
+    pub(super) fn stripe(&self, id: Uuid) -> MutexGuard<'_, ()> {
+        let n = (id.as_u128() % self.stripes.len() as u128) as usize;
+        self.stripes[n].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The order lock, taken last (after the write lock and any stripe) and
+    /// held from a batch's first id to its staging: see [`Order`].
+    pub(super) fn order(&self) -> Order<'_> {
+        Order {
+            _held: self.order.lock().unwrap_or_else(|p| p.into_inner()),
+        }
     }
 
     pub(super) fn lock_queue(&self) -> MutexGuard<'_, super::ready::ReadyQueue> {
@@ -101,7 +122,8 @@ impl SledStore {
     }
 
     /// A changefeed id: 0 and 1 mean "the start" and "the latest" to clients.
-    pub(super) fn next_change_id(&self) -> Result<u64, StoreError> {
+    /// Taken under the order lock: readers page the changefeed by id.
+    pub(super) fn next_change_id(&self, _order: &Order<'_>) -> Result<u64, StoreError> {
         loop {
             let id = self.next_id()?;
             if id > 1 {
@@ -115,6 +137,7 @@ impl SledStore {
     /// checked here.
     pub(super) fn stage(
         &self,
+        order: &Order<'_>,
         batch: &mut Batch,
         old: Option<&Job>,
         new: &mut Job,
@@ -135,7 +158,7 @@ impl SledStore {
         let status_changed = old.is_none_or(|o| o.status != new.status);
         let checked_in = old.is_some_and(|o| o.check_in_at != new.check_in_at);
         if status_changed {
-            let id = self.next_change_id()?;
+            let id = self.next_change_id(order)?;
             let change = ChangeRecord {
                 id,
                 created_at: new.update_time,
@@ -205,30 +228,28 @@ impl SledStore {
         Ok(())
     }
 
-    /// Load, change and write one job under the write lock.
+    /// Load, change and write one job under the write lock (and its stripe).
     pub(super) fn update(
         &self,
         id: Uuid,
         change: impl FnOnce(&mut Job) -> Result<(), StoreError>,
     ) -> Result<Job, StoreError> {
         let _w = self.lock();
-        let old = self.must_load(id)?;
-        let mut new = old.clone();
-        change(&mut new)?;
-        let mut batch = Batch::default();
-        self.stage(&mut batch, Some(&old), &mut new)?;
-        self.apply(batch)?;
-        Ok(new)
+        self.update_in_stripe(id, change)
     }
 
     /// [`SledStore::update`] of a job that must be running (a check-in, the end
-    /// of an attempt); `Transition` otherwise, with nothing written.
+    /// of an attempt), under its stripe only: the check-ins and the finish of
+    /// one job do not wait for the claims, submits and finishes of others.
+    /// Sound because every other writer of a running job's record holds its
+    /// stripe too, and a job that is not running is refused (`Transition`)
+    /// before anything is written.
     pub(super) fn update_running(
         &self,
         id: Uuid,
         change: impl FnOnce(&mut Job) -> Result<(), StoreError>,
     ) -> Result<Job, StoreError> {
-        self.update(id, |job| {
+        self.update_in_stripe(id, |job| {
             if job.status != Status::Running {
                 return Err(StoreError::Transition {
                     id,
@@ -240,12 +261,38 @@ impl SledStore {
         })
     }
 
+    fn update_in_stripe(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut Job) -> Result<(), StoreError>,
+    ) -> Result<Job, StoreError> {
+        let _s = self.stripe(id);
+        let old = self.must_load(id)?;
+        let mut new = old.clone();
+        change(&mut new)?;
+        let order = self.order();
+        let mut batch = Batch::default();
+        self.stage(&order, &mut batch, Some(&old), &mut new)?;
+        self.apply(batch, order)?;
+        Ok(new)
+    }
+
     pub(super) fn requeue(&self, job: &mut Job) -> Result<(), StoreError> {
         job.status = Status::Pending;
         job.seq = self.next_id()?;
         job.run_at = None;
         Ok(())
     }
+}
+
+/// Proof that the store's order lock is held. Ids that readers page or wait by
+/// (modify indexes, changefeed ids, webhook sequence numbers) are taken and
+/// staged under it, so they become visible in the order they were taken: a
+/// blocking query that saw index 11 never misses a change at 10 staged after it.
+/// (The write lock gave that order while every writer held it; check-ins and
+/// finishes now hold only their job's stripe.)
+pub(super) struct Order<'a> {
+    _held: MutexGuard<'a, ()>,
 }
 
 /// The index entries a job in its current state must have.
@@ -277,7 +324,7 @@ fn index_entries(job: &Job) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
     use crate::job::Command;
@@ -363,5 +410,150 @@ mod tests {
             .expect("read")
             .expect("record");
         assert_ne!(bytes.first(), Some(&b'{'), "rewritten in the binary layout");
+    }
+
+    /// Finishes and check-ins (under their jobs' stripes only) racing with
+    /// claims and submits (under the write lock) publish in order: a reader
+    /// paging the changefeed by id never skips a change that became visible
+    /// after a later one, and a published modify index never runs ahead of a
+    /// write that is not readable yet.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn ids_become_visible_in_the_order_they_were_taken() {
+        use crate::store::{AttemptEnd, Next};
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Arc::new(SledStore::open(dir.path()).expect("store"));
+        let (jobs, writers) = (1000, 4);
+        let pending = |n: usize| {
+            (0..n)
+                .map(|_| {
+                    Job::new(
+                        Uuid::now_v7(),
+                        "noop".into(),
+                        Kind::Generic,
+                        "{}".into(),
+                        Status::Pending,
+                        1,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let first = pending(jobs);
+        let ids: Vec<Uuid> = first.iter().map(|j| j.id).collect();
+        store.job_insert_many(first).await.expect("insert");
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+        // The changefeed reader: pages by the last id it saw.
+        let feed = {
+            let (store, done) = (store.clone(), done.clone());
+            tokio::spawn(async move {
+                let (mut cursor, mut seen) = (0, Vec::new());
+                loop {
+                    let last_round = done.load(Ordering::Acquire);
+                    for change in store.change_list(cursor, 10_000).await.expect("feed") {
+                        cursor = change.id;
+                        seen.push(change.id);
+                    }
+                    if last_round {
+                        return seen;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        // The index watcher: snapshots of (index, every job's modify index read
+        // after it). A write at or below the index must be in the snapshot.
+        let watcher = {
+            let (store, done, ids) = (store.clone(), done.clone(), ids.clone());
+            tokio::spawn(async move {
+                let rx = store.watch_index();
+                let mut snapshots = Vec::new();
+                while !done.load(Ordering::Acquire) {
+                    let x = *rx.borrow();
+                    let mut seen = HashMap::new();
+                    for id in &ids {
+                        let job = store.job_get(*id).await.expect("get").expect("job");
+                        seen.insert(*id, job.modify_index);
+                    }
+                    snapshots.push((x, seen));
+                    tokio::task::yield_now().await;
+                }
+                snapshots
+            })
+        };
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let (store, written) = (store.clone(), written.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..jobs / writers {
+                    let job = store
+                        .job_claim(&format!("w{w}"), 2, &mut |_: &Job| true)
+                        .await
+                        .expect("claim")
+                        .expect("a job");
+                    let checked = store
+                        .job_checkin(job.id, "half", 3)
+                        .await
+                        .expect("checkin")
+                        .expect("running");
+                    let end = AttemptEnd {
+                        outcome: "success".into(),
+                        message: None,
+                        plugin_digest: String::new(),
+                        startup_us: 0,
+                        duration_us: 0,
+                        peak_memory: 0,
+                        fuel_used: None,
+                        decision: String::new(),
+                    };
+                    let finished = store
+                        .job_finish(job.id, end, Next::Final(Status::Success), 4)
+                        .await
+                        .expect("finish");
+                    let mut written = written.lock().expect("written");
+                    for j in [job, checked, finished] {
+                        written.push((j.id, j.modify_index));
+                    }
+                }
+            }));
+        }
+        // Submits keep taking ids under the write lock meanwhile.
+        let submits = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    store.job_insert_many(pending(2)).await.expect("insert");
+                }
+            })
+        };
+        for t in tasks {
+            t.await.expect("writer");
+        }
+        submits.await.expect("submits");
+        done.store(true, Ordering::Release);
+        let seen = feed.await.expect("feed");
+        let snapshots = watcher.await.expect("watcher");
+        assert!(snapshots.len() > 1, "the watcher looked only once");
+        let written = std::mem::take(&mut *written.lock().expect("written"));
+        for (x, seen) in &snapshots {
+            for (id, m) in written.iter().filter(|(_, m)| m <= x) {
+                assert!(
+                    seen[id] >= *m,
+                    "index {x} was published before job {id}'s write at {m} was readable"
+                );
+            }
+        }
+        let all: Vec<u64> = store
+            .change_list(0, 100_000)
+            .await
+            .expect("feed")
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        // pending + running + success per job, pending for each later submit.
+        assert_eq!(all.len(), jobs * 3 + 100);
+        let missed: Vec<_> = all.iter().filter(|id| !seen.contains(id)).collect();
+        assert!(missed.is_empty(), "the paging reader skipped {missed:?}");
+        assert_eq!(seen, all);
     }
 }
