@@ -19,6 +19,9 @@ impl SledStore {
     /// whoever watches the index.
     /// `order` is held from the first id the batch took (in `stage`) until it is
     /// staged here, so the ids become visible in the order they were taken.
+    /// A batch that took no id needs it too: the index it publishes is read
+    /// under it, so it never includes an id another writer took but has not
+    /// staged yet.
     pub(super) fn apply(&self, mut batch: Batch, order: Order<'_>) -> Result<(), StoreError> {
         if self.refuse_writes.load(Ordering::Acquire) {
             return Err(StoreError::Injected);
