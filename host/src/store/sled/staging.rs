@@ -341,6 +341,7 @@ impl Staging {
         flush: bool,
     ) -> Result<(), ::sled::Error> {
         if !writes.is_empty() {
+            let count = writes.len();
             let mut batch = ::sled::Batch::default();
             for (key, value) in writes {
                 match value {
@@ -349,6 +350,7 @@ impl Staging {
                 }
             }
             self.db.apply_batch(batch)?;
+            reclaim_garbage(count);
         }
         // sled has them (or, for new keys that ended removed, need not): drop
         // them from the overlay, unless staged again since.
@@ -362,6 +364,25 @@ impl Staging {
             let _previous = self.done.send_replace(Ok(generation));
         }
         Ok(())
+    }
+}
+
+/// Free the B-tree pages that `count` sled writes replaced.
+///
+/// sled frees a replaced page through `crossbeam-epoch`: every write clones its
+/// leaf and defers the old one's drop. crossbeam frees deferred garbage only
+/// when a thread pins, and then at most 8 bags of 64 every 128 pins per
+/// thread; `apply_batch` pins once for the whole batch. So a writer applying
+/// thousands of writes per pin piled garbage up faster than it was freed:
+/// measured, ~8 KB per bulk-submitted job, 0.6-1.1 GiB of RSS after 100k jobs
+/// with small records, all of it freed only when the store closed. Pinning and
+/// flushing here (each flush frees up to 8 expired bags) keeps up with what the
+/// batch deferred: ~200 MiB at the same point.
+fn reclaim_garbage(count: usize) {
+    // About two deferred drops per write (the page and its cache entry), 512
+    // per flush, and a few rounds for the epoch to advance past them.
+    for _ in 0..count / 256 + 4 {
+        crossbeam_epoch::pin().flush();
     }
 }
 
