@@ -5,6 +5,7 @@
 //! Every status change goes through [`crate::job::Status::can_become`] inside the
 //! store, in the same atomic write as the queue and schedule indexes it touches.
 
+pub mod codec;
 mod keys;
 mod sled;
 
@@ -55,11 +56,11 @@ pub struct ChangeRecord {
 pub enum StoreError {
     #[error("store I/O error: {0}")]
     Io(#[from] ::sled::Error),
-    #[error("corrupt job record {key}: {source}")]
+    #[error("corrupt record {key}: {source}")]
     Corrupt {
         key: String,
         #[source]
-        source: serde_json::Error,
+        source: codec::CodecError,
     },
     #[error("no job {0}")]
     NotFound(Uuid),

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::SledStore;
 use super::staging::Batch;
 use crate::job::{Job, now_ms};
-use crate::store::{ChangeRecord, HookRecord, JobFilter, StoreError, WorkerRecord, keys};
+use crate::store::{ChangeRecord, HookRecord, JobFilter, StoreError, WorkerRecord, codec, keys};
 
 pub(super) fn job_executions(
     store: &SledStore,
@@ -76,7 +76,7 @@ pub(super) fn hook_list(store: &SledStore, limit: usize) -> Result<Vec<HookRecor
     let mut out = Vec::new();
     for entry in store.staging.scan_prefix(&[keys::HOOK]).take(limit) {
         let (k, v) = entry?;
-        let hook = serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
+        let hook = codec::decode(&v).map_err(|source| StoreError::Corrupt {
             key: format!("hook {k:?}"),
             source,
         })?;
@@ -113,7 +113,7 @@ pub(super) fn change_list(
         if k.first() != Some(&keys::CHANGE) || out.len() >= limit {
             break;
         }
-        let change = serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
+        let change = codec::decode(&v).map_err(|source| StoreError::Corrupt {
             key: format!("change {k:?}"),
             source,
         })?;
@@ -202,12 +202,10 @@ pub(super) fn worker_list(store: &SledStore) -> Result<Vec<WorkerRecord>, StoreE
     let mut out = Vec::new();
     for entry in store.staging.scan_prefix(&[keys::WORKER]) {
         let (k, v) = entry?;
-        out.push(
-            serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                source,
-            })?,
-        );
+        out.push(codec::decode(&v).map_err(|source| StoreError::Corrupt {
+            key: String::from_utf8_lossy(&k).into_owned(),
+            source,
+        })?);
     }
     Ok(out)
 }
@@ -222,12 +220,10 @@ pub(super) fn change_list_before(
     let mut out = Vec::new();
     for entry in store.staging.range_rev(&start, &end).take(limit) {
         let (k, v) = entry?;
-        out.push(
-            serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
-                key: format!("change {k:?}"),
-                source,
-            })?,
-        );
+        out.push(codec::decode(&v).map_err(|source| StoreError::Corrupt {
+            key: format!("change {k:?}"),
+            source,
+        })?);
     }
     out.reverse();
     Ok(out)

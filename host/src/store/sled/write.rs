@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::SledStore;
 use super::staging::Batch;
 use crate::job::{Job, Kind, Status};
-use crate::store::{ChangeRecord, HookRecord, StoreError, keys};
+use crate::store::{ChangeRecord, HookRecord, StoreError, codec, keys};
 
 impl SledStore {
     /// Stage a batch built by `stage` (the writer thread applies it) and wake
@@ -70,7 +70,7 @@ impl SledStore {
         key: String,
         value: &T,
     ) -> Result<Vec<u8>, StoreError> {
-        serde_json::to_vec(value).map_err(|source| StoreError::Corrupt { key, source })
+        codec::encode(value).map_err(|source| StoreError::Corrupt { key, source })
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, ()> {
@@ -107,14 +107,12 @@ impl SledStore {
         }
         match self.staging.get(&keys::job(id))? {
             None => Ok(None),
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|source| StoreError::Corrupt {
-                        key: id.to_string(),
-                        source,
-                    })
-            }
+            Some(bytes) => codec::decode(&bytes)
+                .map(Some)
+                .map_err(|source| StoreError::Corrupt {
+                    key: id.to_string(),
+                    source,
+                }),
         }
     }
 
@@ -375,6 +373,46 @@ mod tests {
         assert_eq!(end.revision, claimed.revision + 2 * n + 1);
         assert_eq!(end.command, Some(Command::Stop));
         assert_eq!(end.check_in.as_deref(), Some((n - 1).to_string().as_str()));
+    }
+
+    /// A data directory written by a release that stored JSON records still
+    /// opens: its jobs read back, run, and are rewritten in the binary layout.
+    #[tokio::test]
+    async fn json_records_of_an_earlier_release_are_read_and_upgraded() {
+        let dir = tempfile::tempdir().expect("dir");
+        let id = Uuid::now_v7();
+        let mut job = Job::new(
+            id,
+            "noop".into(),
+            Kind::Generic,
+            "{}".into(),
+            Status::Pending,
+            1,
+        );
+        job.seq = 7;
+        {
+            let db = ::sled::open(dir.path()).expect("sled");
+            db.insert(keys::job(id), serde_json::to_vec(&job).expect("json"))
+                .expect("record");
+            db.insert(keys::queue(job.priority, job.seq, id), Vec::<u8>::new())
+                .expect("queue entry");
+            db.flush().expect("flush");
+        }
+        let store = SledStore::open(dir.path()).expect("store");
+        assert_eq!(store.job_get(id).await.expect("get"), Some(job));
+        let claimed = store
+            .job_claim("w", 2, &mut |_: &Job| true)
+            .await
+            .expect("claim")
+            .expect("the old job is claimable");
+        assert_eq!(claimed.id, id);
+        store.flush().await.expect("flush");
+        let bytes = store
+            .staging
+            .get(&keys::job(id))
+            .expect("read")
+            .expect("record");
+        assert_ne!(bytes.first(), Some(&b'{'), "rewritten in the binary layout");
     }
 
     /// Finishes and check-ins (under their jobs' stripes only) racing with
