@@ -29,6 +29,8 @@ pub enum CodecError {
     UnknownFormat(u8),
     #[error("empty record")]
     Empty,
+    #[error("record cut short")]
+    Truncated,
 }
 
 /// `value` as stored bytes.

@@ -11,7 +11,8 @@
 //! | `p` | next fire ms, job id | empty: active periodic templates |
 //! | `x` | upstream id, sequence | child id: executions of a job, in launch order |
 //! | `h` | sequence | hook record (JSON): webhook deliveries to make |
-//! | `c` | change id | change record (JSON): the audit changefeed |
+//! | `c` | change id | change record: the audit changefeed, one change (staged, or from earlier releases) |
+//! | `C` | first change id | the changes of one writer turn, packed (see `sled/changes.rs`) |
 //! | `a` | creation sequence, job id | empty: every job in creation order |
 //! | `w` | node id | worker record (JSON): heartbeats |
 //! | `m` | name | store metadata (the write probe) |
@@ -28,6 +29,7 @@ pub(super) const TEMPLATE: u8 = b'p';
 pub(super) const EXECUTION: u8 = b'x';
 pub(super) const HOOK: u8 = b'h';
 pub(super) const CHANGE: u8 = b'c';
+pub(super) const CHANGE_BLOCK: u8 = b'C';
 pub(super) const ALL: u8 = b'a';
 pub(super) const WORKER: u8 = b'w';
 pub(super) const META: u8 = b'm';

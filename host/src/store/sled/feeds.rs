@@ -1,13 +1,13 @@
 //! The sled store's reads and side records: executions, templates, the jobs
-//! list, webhook deliveries, the changefeed and worker heartbeats. Each is a
+//! list, webhook deliveries, and worker heartbeats. Each is a
 //! plain function of the store, called by its `Store` impl in `mod.rs`.
 
 use uuid::Uuid;
 
 use super::SledStore;
 use super::staging::Batch;
-use crate::job::{Job, now_ms};
-use crate::store::{ChangeRecord, HookRecord, JobFilter, StoreError, WorkerRecord, codec, keys};
+use crate::job::Job;
+use crate::store::{HookRecord, JobFilter, StoreError, WorkerRecord, codec, keys};
 
 pub(super) fn job_executions(
     store: &SledStore,
@@ -101,46 +101,6 @@ pub(super) fn hook_retry(store: &SledStore, hook: &HookRecord) -> Result<(), Sto
     store.apply(batch, store.order())
 }
 
-pub(super) fn change_list(
-    store: &SledStore,
-    after: u64,
-    limit: usize,
-) -> Result<Vec<ChangeRecord>, StoreError> {
-    let start = keys::seq_key(keys::CHANGE, after.saturating_add(1));
-    let mut out = Vec::new();
-    for entry in store.staging.range_from(&start) {
-        let (k, v) = entry?;
-        if k.first() != Some(&keys::CHANGE) || out.len() >= limit {
-            break;
-        }
-        let change = codec::decode(&v).map_err(|source| StoreError::Corrupt {
-            key: format!("change {k:?}"),
-            source,
-        })?;
-        out.push(change);
-    }
-    Ok(out)
-}
-
-pub(super) fn change_append(
-    store: &SledStore,
-    mut record: ChangeRecord,
-) -> Result<u64, StoreError> {
-    let order = store.order();
-    let id = store.next_change_id(&order)?;
-    record.id = id;
-    if record.created_at == 0 {
-        record.created_at = now_ms();
-    }
-    let mut batch = Batch::default();
-    batch.insert(
-        &keys::seq_key(keys::CHANGE, id)[..],
-        SledStore::encode(format!("change {id}"), &record)?,
-    );
-    store.apply(batch, order)?;
-    Ok(id)
-}
-
 pub(super) fn job_list(
     store: &SledStore,
     filter: &JobFilter,
@@ -208,30 +168,4 @@ pub(super) fn worker_list(store: &SledStore) -> Result<Vec<WorkerRecord>, StoreE
         })?);
     }
     Ok(out)
-}
-
-pub(super) fn change_list_before(
-    store: &SledStore,
-    before: u64,
-    limit: usize,
-) -> Result<Vec<ChangeRecord>, StoreError> {
-    let start = keys::seq_key(keys::CHANGE, 0);
-    let end = keys::seq_key(keys::CHANGE, before);
-    let mut out = Vec::new();
-    for entry in store.staging.range_rev(&start, &end).take(limit) {
-        let (k, v) = entry?;
-        out.push(codec::decode(&v).map_err(|source| StoreError::Corrupt {
-            key: format!("change {k:?}"),
-            source,
-        })?);
-    }
-    out.reverse();
-    Ok(out)
-}
-
-pub(super) fn change_exists(store: &SledStore, id: u64) -> Result<bool, StoreError> {
-    Ok(store
-        .staging
-        .get(&keys::seq_key(keys::CHANGE, id))?
-        .is_some())
 }

@@ -12,9 +12,11 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+mod changes;
 mod claim;
 mod feeds;
 mod ready;
+mod scan;
 mod staging;
 mod write;
 
@@ -465,11 +467,11 @@ impl Store for SledStore {
     }
 
     async fn change_list(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StoreError> {
-        feeds::change_list(self, after, limit)
+        changes::list_after(self, after, limit)
     }
 
     async fn change_append(&self, record: ChangeRecord) -> Result<u64, StoreError> {
-        feeds::change_append(self, record)
+        changes::append(self, record)
     }
 
     fn refuse_writes(&self, on: bool) {
@@ -522,11 +524,11 @@ impl Store for SledStore {
         before: u64,
         limit: usize,
     ) -> Result<Vec<ChangeRecord>, StoreError> {
-        feeds::change_list_before(self, before, limit)
+        changes::list_before(self, before, limit)
     }
 
     async fn change_exists(&self, id: u64) -> Result<bool, StoreError> {
-        feeds::change_exists(self, id)
+        changes::exists(self, id)
     }
 
     async fn queue_len(&self) -> Result<usize, StoreError> {
@@ -544,5 +546,27 @@ impl Store for SledStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(self.staging.durable().await?)
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// Open the store in `dir`, retrying while a database closed just before
+    /// still holds the directory's lock (sled's threads let go of it
+    /// asynchronously).
+    pub(in crate::store) async fn open_when_free(dir: &Path) -> SledStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match SledStore::open(dir) {
+                Ok(store) => return store,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "the old database still holds the lock");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("store: {e:?}"),
+            }
+        }
     }
 }

@@ -20,11 +20,14 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use ::sled::IVec;
 use tokio::sync::watch;
+
+pub(super) use super::scan::Scan;
+use super::scan::{SledItem, prefix_bounds};
 
 /// How long the writer gathers writes that nobody waits for before it applies
 /// them (a durability wait or [`MAX_LINGER_WRITES`] writes end it early). sled
@@ -225,21 +228,29 @@ impl Staging {
     /// thread: a writer waiting to prune the overlay holds back new scans.
     pub(super) fn scan(&self, lo: Bound<IVec>, hi: Bound<IVec>, rev: bool) -> Scan<'_> {
         let gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
-        let iter = self.db.range::<IVec, _>((lo.clone(), hi.clone()));
-        let sled: Box<dyn Iterator<Item = _> + Send> = if rev {
-            Box::new(iter.rev())
-        } else {
-            Box::new(iter)
-        };
-        Scan {
-            staging: self,
-            _gate: gate,
-            window: (lo, hi),
-            rev,
-            sled: sled.peekable(),
-            staged: None,
-            staged_done: false,
-        }
+        Scan::new(self, Some(gate), lo, hi, rev)
+    }
+
+    /// Run `read` while no applied entry can leave the overlay: whatever was
+    /// staged before it began is in the overlay for its whole run (and may be
+    /// in sled as well). For reads that look at sled and the overlay apart
+    /// (the changefeed's blocks); `read` must not start a gated scan itself.
+    pub(super) fn hold<R>(&self, read: impl FnOnce(Held<'_>) -> R) -> R {
+        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        read(Held { staging: self })
+    }
+
+    /// The first staged entry of `window` in scan order (`rev`: the last); the
+    /// overlay is locked only for the look-up.
+    pub(super) fn next_staged(
+        &self,
+        window: &(Bound<IVec>, Bound<IVec>),
+        rev: bool,
+    ) -> Option<(IVec, Option<IVec>)> {
+        let state = self.lock();
+        let mut range = state.overlay.range::<IVec, _>(window.clone());
+        let next = if rev { range.next_back() } else { range.next() };
+        next.map(|(k, e)| (k.clone(), e.value.clone()))
     }
 
     /// Entries whose keys start with `prefix`, in key order.
@@ -251,15 +262,6 @@ impl Staging {
     /// Entries from `start` on, in key order.
     pub(super) fn range_from(&self, start: &[u8]) -> Scan<'_> {
         self.scan(Bound::Included(IVec::from(start)), Bound::Unbounded, false)
-    }
-
-    /// Entries in `start..end`, descending.
-    pub(super) fn range_rev(&self, start: &[u8], end: &[u8]) -> Scan<'_> {
-        self.scan(
-            Bound::Included(IVec::from(start)),
-            Bound::Excluded(IVec::from(end)),
-            true,
-        )
     }
 
     /// Entries whose keys start with `prefix`, descending.
@@ -336,11 +338,13 @@ impl Staging {
 
     fn apply(
         &self,
-        writes: Vec<(IVec, Option<IVec>)>,
+        mut writes: Vec<(IVec, Option<IVec>)>,
         generation: u64,
         flush: bool,
     ) -> Result<(), ::sled::Error> {
         if !writes.is_empty() {
+            // The turn's changefeed records go to sled as one block.
+            super::changes::pack(&mut writes);
             let count = writes.len();
             let mut batch = ::sled::Batch::default();
             for (key, value) in writes {
@@ -367,6 +371,33 @@ impl Staging {
     }
 }
 
+/// Reads made while [`Staging::hold`] keeps applied entries in the overlay.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Held<'a> {
+    staging: &'a Staging,
+}
+
+impl<'a> Held<'a> {
+    /// Entries in `lo..hi` (`rev`: descending), staged merged over applied.
+    pub(super) fn scan(self, lo: Bound<IVec>, hi: Bound<IVec>, rev: bool) -> Scan<'a> {
+        Scan::new(self.staging, None, lo, hi, rev)
+    }
+
+    /// Entries in `lo..hi` that sled has, staged ones ignored.
+    pub(super) fn applied(
+        self,
+        lo: Bound<IVec>,
+        hi: Bound<IVec>,
+    ) -> impl DoubleEndedIterator<Item = SledItem> + 'a {
+        self.staging.db().range::<IVec, _>((lo, hi))
+    }
+
+    /// The value of `key`, staged or applied.
+    pub(super) fn get(self, key: &[u8]) -> Result<Option<IVec>, ::sled::Error> {
+        self.staging.get(key)
+    }
+}
+
 /// Free the B-tree pages that `count` sled writes replaced.
 ///
 /// sled frees a replaced page through `crossbeam-epoch`: every write clones its
@@ -383,113 +414,6 @@ fn reclaim_garbage(count: usize) {
     // per flush, and a few rounds for the epoch to advance past them.
     for _ in 0..count / 256 + 4 {
         crossbeam_epoch::pin().flush();
-    }
-}
-
-/// The bounds of every key starting with `prefix`.
-fn prefix_bounds(prefix: &[u8]) -> (Bound<IVec>, Bound<IVec>) {
-    let lo = Bound::Included(IVec::from(prefix));
-    // The first key after every key with this prefix: increment the last byte
-    // that is not 0xff (none: unbounded).
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return (lo, Bound::Excluded(IVec::from(end)));
-        }
-    }
-    (lo, Bound::Unbounded)
-}
-
-type SledItem = Result<(IVec, IVec), ::sled::Error>;
-
-/// A merged scan over staged and applied entries (see [`Staging::scan`]).
-pub(super) struct Scan<'a> {
-    staging: &'a Staging,
-    _gate: RwLockReadGuard<'a, ()>,
-    /// What is left of the range on the overlay's side.
-    window: (Bound<IVec>, Bound<IVec>),
-    rev: bool,
-    sled: std::iter::Peekable<Box<dyn Iterator<Item = SledItem> + Send + 'a>>,
-    /// The next staged entry, looked up but not yet merged.
-    staged: Option<(IVec, Option<IVec>)>,
-    staged_done: bool,
-}
-
-impl std::fmt::Debug for Scan<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scan").field("rev", &self.rev).finish()
-    }
-}
-
-impl Scan<'_> {
-    /// The next staged entry in scan order (the overlay is locked only for the
-    /// look-up, so the scan may call back into the store).
-    fn peek_staged(&mut self) {
-        if self.staged.is_some() || self.staged_done {
-            return;
-        }
-        let state = self.staging.lock();
-        let mut range = state.overlay.range::<IVec, _>(self.window.clone());
-        let next = if self.rev {
-            range.next_back()
-        } else {
-            range.next()
-        };
-        match next {
-            Some((k, Entry { value: v, .. })) => {
-                let bound = Bound::Excluded(k.clone());
-                if self.rev {
-                    self.window.1 = bound;
-                } else {
-                    self.window.0 = bound;
-                }
-                self.staged = Some((k.clone(), v.clone()));
-            }
-            None => self.staged_done = true,
-        }
-    }
-
-    /// Whether `a` comes before `b` in scan order.
-    fn before(&self, a: &[u8], b: &[u8]) -> bool {
-        if self.rev { a > b } else { a < b }
-    }
-}
-
-impl Iterator for Scan<'_> {
-    type Item = SledItem;
-
-    fn next(&mut self) -> Option<SledItem> {
-        loop {
-            self.peek_staged();
-            let sled_key = match self.sled.peek() {
-                Some(Ok((k, _))) => Some(k.clone()),
-                Some(Err(_)) => return self.sled.next(),
-                None => None,
-            };
-            let take_staged = match (&self.staged, &sled_key) {
-                (None, None) => return None,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some((s, _)), Some(k)) => {
-                    if s == k {
-                        // The staged value shadows the applied one.
-                        self.sled.next();
-                        true
-                    } else {
-                        self.before(s, k)
-                    }
-                }
-            };
-            if !take_staged {
-                return self.sled.next();
-            }
-            match self.staged.take() {
-                Some((k, Some(v))) => return Some(Ok((k, v))),
-                // A staged removal: the key is gone.
-                _ => continue,
-            }
-        }
     }
 }
 

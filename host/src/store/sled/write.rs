@@ -398,19 +398,7 @@ mod tests {
                 .expect("queue entry");
             db.flush().expect("flush");
         }
-        // sled lets go of its directory's lock only when its background
-        // threads have dropped the closed database: retry for a while.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let store = loop {
-            match SledStore::open(dir.path()) {
-                Ok(store) => break store,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    tracing::debug!(error = %e, "the old database still holds the lock");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("store: {e:?}"),
-            }
-        };
+        let store = super::super::tests::open_when_free(dir.path()).await;
         assert_eq!(store.job_get(id).await.expect("get"), Some(job));
         let claimed = store
             .job_claim("w", 2, &mut |_: &Job| true)
