@@ -57,7 +57,9 @@ struct Inner {
     /// Controls of the attempts running on this node.
     running: Mutex<HashMap<Uuid, Control>>,
     /// Wakes idle workers when jobs become ready.
-    ready: Notify,
+    /// The store's [`Store::ready_signal`](crate::store::Store::ready_signal):
+    /// idle workers wait on it.
+    ready: Arc<Notify>,
     /// Wakes the scheduler when a job is scheduled earlier than it planned.
     scheduled: Notify,
     /// Set once to stop claiming new jobs.
@@ -83,6 +85,7 @@ impl JobService {
             &Uuid::new_v4().simple().to_string()[..8]
         );
         let capacity = config.capacity.clone();
+        let ready = store.ready_signal();
         let blocking_waiters = Arc::new(tokio::sync::Semaphore::new(config.max_blocking_waiters));
         Self {
             inner: Arc::new(Inner {
@@ -94,7 +97,7 @@ impl JobService {
                 registry,
                 logs,
                 running: Mutex::new(HashMap::new()),
-                ready: Notify::new(),
+                ready,
                 scheduled: Notify::new(),
                 shutdown: watch::channel(false).0,
                 dropped_hooks: std::sync::atomic::AtomicU64::new(0),

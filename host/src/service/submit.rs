@@ -161,11 +161,11 @@ impl JobService {
         Ok(jobs)
     }
 
+    /// Wake the scheduler for a scheduled job. (The store wakes the workers
+    /// for a pending one as soon as it is staged, before it is durable.)
     fn announce(&self, job: &Job) {
-        match job.status {
-            Status::Pending => self.inner.ready.notify_one(),
-            Status::Scheduled => self.inner.scheduled.notify_one(),
-            _ => {}
+        if job.status == Status::Scheduled {
+            self.inner.scheduled.notify_one();
         }
     }
 

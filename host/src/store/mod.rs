@@ -9,6 +9,8 @@ pub mod codec;
 mod keys;
 mod sled;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -18,6 +20,10 @@ use crate::job::{Command, Job, Status};
 
 /// Candidates a claim looks at before giving up (jobs that do not fit now).
 pub const CLAIM_SCAN: usize = 1024;
+
+/// Most idle workers one write wakes (see [`Store::ready_signal`]); more jobs
+/// than that are found by workers going back to the queue after each job.
+pub const READY_WAKES: usize = 64;
 
 /// One queued webhook delivery: the job as it was at the change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,6 +309,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// The store's modify index (grows with every write); wakes on change.
     fn watch_index(&self) -> watch::Receiver<u64>;
+
+    /// Notified as soon as jobs become claimable (one `notify_one` per job, up
+    /// to [`READY_WAKES`]), before they are durable: a worker may start a job
+    /// whose submit is still waiting for its flush. Sound because a crash keeps
+    /// a prefix of the store's operations, so the job's claim and outcome are
+    /// never durable without the job.
+    fn ready_signal(&self) -> Arc<tokio::sync::Notify>;
 
     /// Jobs waiting in the ready queue.
     async fn queue_len(&self) -> Result<usize, StoreError>;

@@ -338,7 +338,9 @@ fn main() {
             "service: real server on 127.0.0.1, {workers} workers, {jobs} jobs, median of {runs} runs"
         );
         for (name, v) in &rows {
-            println!("{name:<46} {v:>10.1}");
+            // Latencies well under a millisecond need the second decimal.
+            let decimals = if v.abs() < 10.0 { 2 } else { 1 };
+            println!("{name:<46} {v:>10.decimals$}");
         }
         let json = serde_json::json!({
             "bench": "service",

@@ -49,6 +49,8 @@ pub struct SledStore {
     /// Highest modify index staged so far, published after each write.
     staged_index: AtomicU64,
     index: watch::Sender<u64>,
+    /// See [`Store::ready_signal`].
+    ready: Arc<tokio::sync::Notify>,
     /// Fault injection: refuse every write (tests of health and of failure paths).
     refuse_writes: std::sync::atomic::AtomicBool,
 }
@@ -77,6 +79,7 @@ impl SledStore {
             order: Mutex::new(()),
             staged_index: AtomicU64::new(0),
             index: watch::channel(0).0,
+            ready: Arc::default(),
             refuse_writes: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -531,6 +534,10 @@ impl Store for SledStore {
         changes::exists(self, id)
     }
 
+    fn ready_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.ready.clone()
+    }
+
     async fn queue_len(&self) -> Result<usize, StoreError> {
         // Counted once the keys stored before the open are all loaded.
         loop {
@@ -552,6 +559,53 @@ impl Store for SledStore {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    /// Idle workers are woken by the store itself when jobs become claimable
+    /// (not by whoever submitted them, after the flush), once per job.
+    #[tokio::test]
+    async fn staging_a_pending_job_wakes_a_waiting_worker() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Arc::new(SledStore::open(dir.path()).expect("store"));
+        let signal = store.ready_signal();
+        let pending = || {
+            Job::new(
+                Uuid::now_v7(),
+                "noop".into(),
+                Kind::Generic,
+                "{}".into(),
+                Status::Pending,
+                1,
+            )
+        };
+        let (a, b) = (signal.notified(), signal.notified());
+        tokio::pin!(a, b);
+        a.as_mut().enable();
+        b.as_mut().enable();
+        store
+            .job_insert_many(vec![pending(), pending()])
+            .await
+            .expect("insert");
+        let wait = std::time::Duration::from_secs(10);
+        tokio::time::timeout(wait, a)
+            .await
+            .expect("first waiter woken");
+        tokio::time::timeout(wait, b)
+            .await
+            .expect("second waiter woken");
+        // A scheduled job is not claimable: nobody is woken.
+        let c = signal.notified();
+        tokio::pin!(c);
+        c.as_mut().enable();
+        let mut later = pending();
+        later.status = Status::Scheduled;
+        later.run_at = Some(u64::MAX / 2);
+        store.job_insert_many(vec![later]).await.expect("insert");
+        let quiet = std::time::Duration::from_millis(50);
+        assert!(
+            tokio::time::timeout(quiet, c).await.is_err(),
+            "woken for a scheduled job"
+        );
+    }
 
     /// Open the store in `dir`, retrying while a database closed just before
     /// still holds the directory's lock (sled's threads let go of it

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::SledStore;
 use super::staging::Batch;
 use crate::job::{Job, Kind, Status};
-use crate::store::{ChangeRecord, HookRecord, StoreError, codec, keys};
+use crate::store::{ChangeRecord, HookRecord, READY_WAKES, StoreError, codec, keys};
 
 impl SledStore {
     /// Stage a batch built by `stage` (the writer thread applies it) and wake
@@ -35,6 +35,7 @@ impl SledStore {
                 };
             }
         }
+        let mut queued = 0;
         {
             let mut queue = self.lock_queue();
             for (key, set) in batch.writes() {
@@ -42,6 +43,7 @@ impl SledStore {
                     && let Ok(key) = key.try_into()
                 {
                     if set {
+                        queued += 1;
                         queue.insert(key);
                     } else {
                         queue.remove(&key);
@@ -63,6 +65,10 @@ impl SledStore {
             }
             newer
         });
+        // Claimable now: wake idle workers without waiting for the flush.
+        for _ in 0..queued.min(READY_WAKES) {
+            self.ready.notify_one();
+        }
         Ok(())
     }
 
