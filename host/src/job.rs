@@ -143,6 +143,8 @@ pub struct Attempt {
     pub outcome: Option<String>,
     pub message: Option<String>,
     pub plugin_digest: String,
+    /// Microseconds from the claim to the guest's `run` call: waiting for the
+    /// job's own submit to be durable, then the fresh instance.
     pub startup_us: Option<u64>,
     pub duration_us: Option<u64>,
     pub peak_memory: Option<u64>,

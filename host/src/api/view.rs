@@ -58,6 +58,7 @@ pub struct AttemptView<'a> {
     pub outcome: Option<&'a str>,
     pub message: Option<&'a str>,
     pub plugin_digest: Option<&'a str>,
+    /// Microseconds from the claim to the guest's `run` call.
     pub startup_us: Option<u64>,
     pub duration_us: Option<u64>,
     pub peak_memory: Option<u64>,

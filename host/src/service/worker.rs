@@ -109,6 +109,22 @@ impl JobService {
             return;
         };
 
+        // Woken as soon as the job was staged: its guest starts only once its
+        // submit is durable, so a crash cannot erase a job that has run.
+        let waited = std::time::Instant::now();
+        if let Err(e) = self.store().job_durable(id).await {
+            // The store cannot write: the job stays running in it and is
+            // recovered (run again) when the node restarts.
+            tracing::error!(job = %id, error = %e, "the job's submit is not durable; not starting it");
+            log.line(
+                LogLevel::Error,
+                crate::runtime::LogStream::Host,
+                &e.to_string(),
+            );
+            self.lock_running().remove(&id);
+            return;
+        }
+        let durability_wait = waited.elapsed();
         let host = AttemptHost::new(self.clone(), id, log);
         let spec = AttemptSpec {
             job_id: id.to_string(),
@@ -136,7 +152,9 @@ impl JobService {
             outcome: outcome.into(),
             message,
             plugin_digest: report.plugin_digest.clone(),
-            startup_us: report.startup.as_micros() as u64,
+            // From the claim to the guest's call: the wait above, then the
+            // fresh instance.
+            startup_us: (durability_wait + report.startup).as_micros() as u64,
             duration_us: report.duration.as_micros() as u64,
             peak_memory: report.peak_memory,
             fuel_used: report.fuel_used,

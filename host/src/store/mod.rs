@@ -154,6 +154,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// running) is refused with [`StoreError::Duplicate`], and so is the batch.
     async fn job_insert_many(&self, jobs: Vec<Job>) -> Result<(), StoreError>;
 
+    /// Return once the insert of job `id` is durable (at once when it has long
+    /// been). A worker waits for it between claiming a job and starting its
+    /// guest: a job runs only once a crash can no longer erase it, while the
+    /// wake-up and the claim overlap its submit's flush.
+    async fn job_durable(&self, id: Uuid) -> Result<(), StoreError>;
+
     async fn job_get(&self, id: Uuid) -> Result<Option<Job>, StoreError>;
 
     /// Take the first ready job (highest priority, then oldest) for which `fits`
@@ -311,10 +317,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn watch_index(&self) -> watch::Receiver<u64>;
 
     /// Notified as soon as jobs become claimable (one `notify_one` per job, up
-    /// to [`READY_WAKES`]), before they are durable: a worker may start a job
-    /// whose submit is still waiting for its flush. Sound because a crash keeps
-    /// a prefix of the store's operations, so the job's claim and outcome are
-    /// never durable without the job.
+    /// to [`READY_WAKES`]), before they are durable: a worker may claim a job
+    /// whose submit is still waiting for its flush (a crash keeps a prefix of
+    /// the store's operations, so the claim is never durable without the job),
+    /// and waits for [`Store::job_durable`] before the guest starts.
     fn ready_signal(&self) -> Arc<tokio::sync::Notify>;
 
     /// Jobs waiting in the ready queue.

@@ -14,12 +14,14 @@ use uuid::Uuid;
 
 mod changes;
 mod claim;
+mod durable;
 mod feeds;
 mod ready;
 mod scan;
 mod staging;
 mod write;
 
+use self::durable::Unflushed;
 use self::staging::{Batch, Staging};
 use super::keys;
 use super::{
@@ -51,6 +53,10 @@ pub struct SledStore {
     index: watch::Sender<u64>,
     /// See [`Store::ready_signal`].
     ready: Arc<tokio::sync::Notify>,
+    /// Jobs whose insert may not be durable yet: id -> the staging generation
+    /// that holds it (see [`Store::job_durable`]). Emptied by each insert once
+    /// its flush returns.
+    unflushed: Mutex<std::collections::HashMap<Uuid, u64>>,
     /// Fault injection: refuse every write (tests of health and of failure paths).
     refuse_writes: std::sync::atomic::AtomicBool,
 }
@@ -80,6 +86,7 @@ impl SledStore {
             staged_index: AtomicU64::new(0),
             index: watch::channel(0).0,
             ready: Arc::default(),
+            unflushed: Mutex::default(),
             refuse_writes: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -88,7 +95,7 @@ impl SledStore {
 #[async_trait::async_trait]
 impl Store for SledStore {
     async fn job_insert_many(&self, mut jobs: Vec<Job>) -> Result<(), StoreError> {
-        {
+        let unflushed = {
             let _w = self.lock();
             let mut batch = Batch::default();
             let mut seen = BTreeSet::new();
@@ -115,9 +122,17 @@ impl Store for SledStore {
                 batch.insert(&keys::all(job.created_seq, job.id)[..], Vec::<u8>::new());
                 self.stage(&order, &mut batch, None, job)?;
             }
-            self.apply(batch, order)?;
-        }
-        Ok(self.staging.durable().await?)
+            let generation = self.apply_numbered(batch, order)?;
+            // Under the write lock, so before any claim can take them.
+            Unflushed::register(self, &jobs, generation)
+        };
+        let durable = self.staging.durable_through(unflushed.generation).await;
+        drop(unflushed);
+        Ok(durable?)
+    }
+
+    async fn job_durable(&self, id: Uuid) -> Result<(), StoreError> {
+        self.durable_job(id).await
     }
 
     async fn job_get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
@@ -557,70 +572,4 @@ impl Store for SledStore {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-
-    /// Idle workers are woken by the store itself when jobs become claimable
-    /// (not by whoever submitted them, after the flush), once per job.
-    #[tokio::test]
-    async fn staging_a_pending_job_wakes_a_waiting_worker() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = Arc::new(SledStore::open(dir.path()).expect("store"));
-        let signal = store.ready_signal();
-        let pending = || {
-            Job::new(
-                Uuid::now_v7(),
-                "noop".into(),
-                Kind::Generic,
-                "{}".into(),
-                Status::Pending,
-                1,
-            )
-        };
-        let (a, b) = (signal.notified(), signal.notified());
-        tokio::pin!(a, b);
-        a.as_mut().enable();
-        b.as_mut().enable();
-        store
-            .job_insert_many(vec![pending(), pending()])
-            .await
-            .expect("insert");
-        let wait = std::time::Duration::from_secs(10);
-        tokio::time::timeout(wait, a)
-            .await
-            .expect("first waiter woken");
-        tokio::time::timeout(wait, b)
-            .await
-            .expect("second waiter woken");
-        // A scheduled job is not claimable: nobody is woken.
-        let c = signal.notified();
-        tokio::pin!(c);
-        c.as_mut().enable();
-        let mut later = pending();
-        later.status = Status::Scheduled;
-        later.run_at = Some(u64::MAX / 2);
-        store.job_insert_many(vec![later]).await.expect("insert");
-        let quiet = std::time::Duration::from_millis(50);
-        assert!(
-            tokio::time::timeout(quiet, c).await.is_err(),
-            "woken for a scheduled job"
-        );
-    }
-
-    /// Open the store in `dir`, retrying while a database closed just before
-    /// still holds the directory's lock (sled's threads let go of it
-    /// asynchronously).
-    pub(in crate::store) async fn open_when_free(dir: &Path) -> SledStore {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            match SledStore::open(dir) {
-                Ok(store) => return store,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    tracing::debug!(error = %e, "the old database still holds the lock");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("store: {e:?}"),
-            }
-        }
-    }
-}
+pub(super) mod tests;

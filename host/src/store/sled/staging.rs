@@ -240,6 +240,13 @@ impl Staging {
         read(Held { staging: self })
     }
 
+    /// Hold the writer after its next apply, before it flushes, until the guard
+    /// drops (it waits for the gate to prune the overlay).
+    #[cfg(test)]
+    pub(super) fn pause_flushes(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The first staged entry of `window` in scan order (`rev`: the last); the
     /// overlay is locked only for the look-up.
     pub(super) fn next_staged(
@@ -273,15 +280,20 @@ impl Staging {
     /// Return once every operation staged before this call is applied and
     /// flushed.
     pub(super) async fn durable(&self) -> Result<(), ::sled::Error> {
-        let ticket = {
+        let staged = self.lock().staged;
+        self.durable_through(staged).await
+    }
+
+    /// Return once the operations up to generation `ticket` (see
+    /// [`Staging::stage`]) are applied and flushed.
+    pub(super) async fn durable_through(&self, ticket: u64) -> Result<(), ::sled::Error> {
+        {
             let mut state = self.lock();
-            let ticket = state.staged;
             if state.durable >= ticket {
                 return Ok(());
             }
             state.flush_wanted = state.flush_wanted.max(ticket);
-            ticket
-        };
+        }
         self.wake.notify_one();
         let mut rx = self.done.subscribe();
         loop {

@@ -22,7 +22,18 @@ impl SledStore {
     /// A batch that took no id needs it too: the index it publishes is read
     /// under it, so it never includes an id another writer took but has not
     /// staged yet.
-    pub(super) fn apply(&self, mut batch: Batch, order: Order<'_>) -> Result<(), StoreError> {
+    pub(super) fn apply(&self, batch: Batch, order: Order<'_>) -> Result<(), StoreError> {
+        self.apply_numbered(batch, order).map(drop)
+    }
+
+    /// [`SledStore::apply`], returning the batch's staging generation (what
+    /// [`Staging::durable_through`](super::staging::Staging::durable_through)
+    /// waits for).
+    pub(super) fn apply_numbered(
+        &self,
+        mut batch: Batch,
+        order: Order<'_>,
+    ) -> Result<u64, StoreError> {
         if self.refuse_writes.load(Ordering::Acquire) {
             return Err(StoreError::Injected);
         }
@@ -35,7 +46,8 @@ impl SledStore {
                 };
             }
         }
-        let mut queued = 0;
+        let (mut queued, generation);
+        queued = 0;
         {
             let mut queue = self.lock_queue();
             for (key, set) in batch.writes() {
@@ -52,7 +64,7 @@ impl SledStore {
             }
             // Staged while the queue is locked: a claim never sees a queue entry
             // whose job record is not readable yet.
-            self.staging.stage(batch);
+            generation = self.staging.stage(batch);
         }
         // Every index staged so far is readable: no writer takes one without
         // the order lock, which is still held.
@@ -69,7 +81,7 @@ impl SledStore {
         for _ in 0..queued.min(READY_WAKES) {
             self.ready.notify_one();
         }
-        Ok(())
+        Ok(generation)
     }
 
     pub(super) fn encode<T: serde::Serialize>(
@@ -105,6 +117,10 @@ impl SledStore {
 
     pub(super) fn lock_running(&self) -> MutexGuard<'_, HashMap<Uuid, Job>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn lock_unflushed(&self) -> MutexGuard<'_, HashMap<Uuid, u64>> {
+        self.unflushed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(super) fn load(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
