@@ -12,8 +12,9 @@
 //! | `x` | upstream id, sequence | child id: executions of a job, in launch order |
 //! | `h` | sequence | hook record (JSON): webhook deliveries to make |
 //! | `c` | change id | change record: the audit changefeed, one change (staged, or from earlier releases) |
-//! | `C` | first change id | the changes of one writer turn, packed (see `sled/changes.rs`) |
-//! | `a` | creation sequence, job id | empty: every job in creation order |
+//! | `C` | first change id | the changes of one writer turn, packed (see `sled/logs.rs`) |
+//! | `a` | creation sequence, job id | empty: every job in creation order, one job (staged, or from earlier releases) |
+//! | `A` | first creation sequence | the `a` entries of one writer turn, packed (see `sled/logs.rs`) |
 //! | `w` | node id | worker record (JSON): heartbeats |
 //! | `m` | name | store metadata (the write probe) |
 
@@ -31,6 +32,7 @@ pub(super) const HOOK: u8 = b'h';
 pub(super) const CHANGE: u8 = b'c';
 pub(super) const CHANGE_BLOCK: u8 = b'C';
 pub(super) const ALL: u8 = b'a';
+pub(super) const ALL_BLOCK: u8 = b'A';
 pub(super) const WORKER: u8 = b'w';
 pub(super) const META: u8 = b'm';
 

@@ -1,123 +1,23 @@
-//! The audit changefeed in sled.
-//!
-//! Each change is staged under its own key (`c`, id) in the operation that made
-//! it, so reads see it at once. The writer then packs every change of its turn
-//! into **one** block (`C`, first id) in the same sled batch ([`pack`]). A noop
-//! job makes three changes (pending, running, success), and inserted one by one
-//! they were the drain's costliest writes: their keys only grow, so every one
-//! landed on sled's last leaf, which sled clones on each write and splits every
-//! 16 keys. A drain without them ran 50-70% faster; one block per turn costs
-//! one write per a few hundred changes.
-//!
-//! Ids are taken and staged under the store's order lock, and a turn takes
-//! everything staged before it, so each block's ids are all above the previous
-//! block's: the block that may hold id `n` is the last one starting at or
-//! before `n`. Changes written one key each by earlier releases are still read.
-//!
-//! A read looks at the blocks in sled and at the single keys (staged, or from
-//! earlier releases) while [`Staging::hold`](super::staging::Staging::hold)
-//! keeps applied entries in the overlay: a change is then found in one place
-//! or both (duplicates are dropped), never in neither.
-
-use std::collections::BTreeMap;
-use std::ops::Bound;
-
-use ::sled::IVec;
+//! The audit changefeed: change records in the [`CHANGES`] log (see
+//! [`super::logs`]: staged one key each, packed into one block per writer turn).
 
 use super::SledStore;
-use super::staging::{Batch, Held};
+use super::logs::{CHANGES, Entry};
+use super::staging::Batch;
 use crate::job::now_ms;
-use crate::store::codec::{self, CodecError};
+use crate::store::codec;
 use crate::store::{ChangeRecord, StoreError, keys};
 
-/// The first byte of a block, layout version 1: then, per change, its id (8
-/// bytes), the length of its record (4 bytes, both big-endian) and the record
-/// as stored under its own key.
-const BLOCK_V1: u8 = 1;
-
-/// Replace the turn's changes in `writes` with one block.
-pub(super) fn pack(writes: &mut Vec<(IVec, Option<IVec>)>) {
-    let mut block = vec![BLOCK_V1];
-    let mut first = u64::MAX;
-    writes.retain(|(key, value)| match (change_id(key), value) {
-        (Some(id), Some(record)) => {
-            first = first.min(id);
-            block.extend_from_slice(&id.to_be_bytes());
-            block.extend_from_slice(&(record.len() as u32).to_be_bytes());
-            block.extend_from_slice(record);
-            false
-        }
-        _ => true,
-    });
-    if first != u64::MAX {
-        let key = keys::seq_key(keys::CHANGE_BLOCK, first);
-        writes.push((IVec::from(&key[..]), Some(IVec::from(block))));
-    }
-}
-
-/// The id of a single change's key.
-fn change_id(key: &[u8]) -> Option<u64> {
-    match key {
-        [keys::CHANGE, id @ ..] => Some(u64::from_be_bytes(id.try_into().ok()?)),
-        _ => None,
-    }
-}
-
-/// A block's changes: (id, record bytes), in id order.
-fn frames(block: &[u8]) -> Result<Vec<(u64, &[u8])>, CodecError> {
-    let mut rest = match block.split_first() {
-        Some((&BLOCK_V1, rest)) => rest,
-        Some((&other, _)) => return Err(CodecError::UnknownFormat(other)),
-        None => return Err(CodecError::Empty),
-    };
-    let mut out = Vec::new();
-    while let Some((head, tail)) = rest.split_first_chunk::<12>() {
-        let (id, len) = head.split_at(8);
-        let id = u64::from_be_bytes(id.try_into().map_err(|_| CodecError::Truncated)?);
-        let len = u32::from_be_bytes(len.try_into().map_err(|_| CodecError::Truncated)?) as usize;
-        if tail.len() < len {
-            return Err(CodecError::Truncated);
-        }
-        out.push((id, &tail[..len]));
-        rest = &tail[len..];
-    }
-    if rest.is_empty() {
-        Ok(out)
-    } else {
-        Err(CodecError::Truncated)
-    }
-}
-
-/// [`frames`], or the store's error naming the block.
-fn read_block(block: &[u8]) -> Result<Vec<(u64, &[u8])>, StoreError> {
-    frames(block).map_err(|source| StoreError::Corrupt {
-        key: format!("change block of {} bytes", block.len()),
-        source,
-    })
-}
-
-fn decode(id: u64, bytes: &[u8]) -> Result<ChangeRecord, StoreError> {
-    codec::decode(bytes).map_err(|source| StoreError::Corrupt {
-        key: format!("change {id}"),
-        source,
-    })
-}
-
-fn block_key(id: u64) -> Bound<IVec> {
-    Bound::Included(IVec::from(&keys::seq_key(keys::CHANGE_BLOCK, id)[..]))
-}
-
-fn block_end() -> Bound<IVec> {
-    Bound::Excluded(IVec::from(&[keys::CHANGE_BLOCK + 1][..]))
-}
-
-/// The changes in sled's block that may hold `id` (the last one starting at or
-/// before it), or `None`.
-fn block_holding(held: Held<'_>, id: u64) -> Result<Option<IVec>, StoreError> {
-    match held.applied(block_key(0), block_key(id)).next_back() {
-        Some(entry) => Ok(Some(entry?.1)),
-        None => Ok(None),
-    }
+fn decode(entries: Vec<Entry>) -> Result<Vec<ChangeRecord>, StoreError> {
+    entries
+        .into_iter()
+        .map(|(id, bytes)| {
+            codec::decode(&bytes).map_err(|source| StoreError::Corrupt {
+                key: format!("change {id}"),
+                source,
+            })
+        })
+        .collect()
 }
 
 /// Changes after id `after` (exclusive), oldest first.
@@ -126,37 +26,7 @@ pub(super) fn list_after(
     after: u64,
     limit: usize,
 ) -> Result<Vec<ChangeRecord>, StoreError> {
-    let from = after.saturating_add(1);
-    store.staging.hold(|held| {
-        let mut found = BTreeMap::new();
-        let start = match held.applied(block_key(0), block_key(from)).next_back() {
-            Some(entry) => Bound::Included(entry?.0),
-            None => block_key(from),
-        };
-        'blocks: for entry in held.applied(start, block_end()) {
-            let (_, block) = entry?;
-            for (id, bytes) in read_block(&block)? {
-                if id >= from {
-                    found.insert(id, decode(id, bytes)?);
-                    if found.len() >= limit {
-                        break 'blocks;
-                    }
-                }
-            }
-        }
-        let singles = held.scan(
-            Bound::Included(IVec::from(&keys::seq_key(keys::CHANGE, from)[..])),
-            Bound::Excluded(IVec::from(&[keys::CHANGE + 1][..])),
-            false,
-        );
-        for entry in singles.take(limit) {
-            let (key, bytes) = entry?;
-            if let Some(id) = change_id(&key) {
-                found.insert(id, decode(id, &bytes)?);
-            }
-        }
-        Ok(found.into_values().take(limit).collect())
-    })
+    decode(CHANGES.from(&store.staging, after.saturating_add(1), limit)?)
 }
 
 /// The `limit` changes before id `before` (exclusive), oldest first.
@@ -165,50 +35,13 @@ pub(super) fn list_before(
     before: u64,
     limit: usize,
 ) -> Result<Vec<ChangeRecord>, StoreError> {
-    store.staging.hold(|held| {
-        let mut found = BTreeMap::new();
-        let blocks = held.applied(
-            block_key(0),
-            Bound::Excluded(IVec::from(&keys::seq_key(keys::CHANGE_BLOCK, before)[..])),
-        );
-        for entry in blocks.rev() {
-            let (_, block) = entry?;
-            for (id, bytes) in read_block(&block)? {
-                if id < before {
-                    found.insert(id, decode(id, bytes)?);
-                }
-            }
-            if found.len() >= limit {
-                break;
-            }
-        }
-        let singles = held.scan(
-            Bound::Included(IVec::from(&keys::seq_key(keys::CHANGE, 0)[..])),
-            Bound::Excluded(IVec::from(&keys::seq_key(keys::CHANGE, before)[..])),
-            true,
-        );
-        for entry in singles.take(limit) {
-            let (key, bytes) = entry?;
-            if let Some(id) = change_id(&key) {
-                found.insert(id, decode(id, &bytes)?);
-            }
-        }
-        let skip = found.len().saturating_sub(limit);
-        Ok(found.into_values().skip(skip).collect())
-    })
+    decode(CHANGES.before(&store.staging, before, limit)?)
 }
 
 /// Whether a change with this id exists.
 pub(super) fn exists(store: &SledStore, id: u64) -> Result<bool, StoreError> {
-    store.staging.hold(|held| {
-        if held.get(&keys::seq_key(keys::CHANGE, id))?.is_some() {
-            return Ok(true);
-        }
-        let Some(block) = block_holding(held, id)? else {
-            return Ok(false);
-        };
-        Ok(read_block(&block)?.iter().any(|(found, _)| *found == id))
-    })
+    let next = CHANGES.from(&store.staging, id, 1)?;
+    Ok(next.first().is_some_and(|(found, _)| *found == id))
 }
 
 /// Append a change that is not a job's status change (plugins).
@@ -358,6 +191,6 @@ mod tests {
             .change_list_before(u64::MAX, 10)
             .await
             .expect_err("damaged");
-        assert!(err.to_string().contains("change block"), "{err}");
+        assert!(err.to_string().contains("log block"), "{err}");
     }
 }

@@ -5,6 +5,7 @@
 use uuid::Uuid;
 
 use super::SledStore;
+use super::logs::CREATED;
 use super::staging::Batch;
 use crate::job::Job;
 use crate::store::{HookRecord, JobFilter, StoreError, WorkerRecord, codec, keys};
@@ -108,19 +109,17 @@ pub(super) fn job_list(
     limit: usize,
     scan: usize,
 ) -> Result<(Vec<Job>, Option<u64>), StoreError> {
-    let start = keys::all(after.map_or(0, |a| a.saturating_add(1)), Uuid::nil());
+    let from = after.map_or(0, |a| a.saturating_add(1));
+    let created = CREATED.from(&store.staging, from, scan.saturating_add(1))?;
     let mut out = Vec::new();
     let mut last = None;
-    for (looked, entry) in store.staging.range_from(&start).enumerate() {
-        let (k, _) = entry?;
-        if k.first() != Some(&keys::ALL) {
-            return Ok((out, None));
-        }
+    for (looked, (seq, id)) in created.into_iter().enumerate() {
         if out.len() >= limit || looked >= scan {
             return Ok((out, last));
         }
-        last = keys::schedule_time(&k);
-        if let Some(job) = keys::id_suffix(&k)
+        last = Some(seq);
+        if let Some(job) = Uuid::from_slice(&id)
+            .ok()
             .map(|id| store.load(id))
             .transpose()?
             .flatten()

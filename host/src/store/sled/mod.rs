@@ -16,6 +16,7 @@ mod changes;
 mod claim;
 mod durable;
 mod feeds;
+mod logs;
 mod ready;
 mod scan;
 mod staging;

@@ -355,8 +355,9 @@ impl Staging {
         flush: bool,
     ) -> Result<(), ::sled::Error> {
         if !writes.is_empty() {
-            // The turn's changefeed records go to sled as one block.
-            super::changes::pack(&mut writes);
+            // The turn's changefeed records and creation-order entries go
+            // to sled as one block each.
+            super::logs::pack(&mut writes);
             let count = writes.len();
             let mut batch = ::sled::Batch::default();
             for (key, value) in writes {
@@ -402,11 +403,6 @@ impl<'a> Held<'a> {
         hi: Bound<IVec>,
     ) -> impl DoubleEndedIterator<Item = SledItem> + 'a {
         self.staging.db().range::<IVec, _>((lo, hi))
-    }
-
-    /// The value of `key`, staged or applied.
-    pub(super) fn get(self, key: &[u8]) -> Result<Option<IVec>, ::sled::Error> {
-        self.staging.get(key)
     }
 }
 
