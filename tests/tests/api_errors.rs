@@ -55,6 +55,32 @@ async fn bad_submissions_are_refused_with_a_named_reason_and_store_nothing() {
     let (got, reply) =
         TestServer::send(s.authed(Method::POST, "/api/v1/jobs/batch").json(&batch)).await;
     assert_error(got, &reply, StatusCode::BAD_REQUEST, "job 1 of the batch");
+    // The first bad job names the batch's error, whatever check it fails:
+    // here a trap in `validate` (job 1) comes before a bad stop timeout (job 2)
+    // and a bad stop timeout (job 1) before a refusal by `validate` (job 2),
+    // across plugins.
+    let bad_timeout =
+        json!({"name": "demo", "parameters": {"image": "demo"}, "metadata": {"stop_timeout": 0}});
+    for (jobs, mentions) in [
+        (
+            json!([{"name": "demo", "parameters": {"image": "demo-ok"}},
+                   {"name": "crash", "parameters": {"panic_in": "validate"}},
+                   bad_timeout.clone()]),
+            "job 1 of the batch: the plugin `crash` trapped",
+        ),
+        (
+            json!([{"name": "crash", "parameters": {}},
+                   bad_timeout.clone(),
+                   {"name": "demo", "parameters": {"image": "prod"}}]),
+            "job 1 of the batch",
+        ),
+    ] {
+        let batch = json!({ "jobs": jobs });
+        let (got, reply) =
+            TestServer::send(s.authed(Method::POST, "/api/v1/jobs/batch").json(&batch)).await;
+        assert_error(got, &reply, StatusCode::BAD_REQUEST, mentions);
+        assert!(!reply.to_string().contains("prod"), "{reply}");
+    }
     // Two identical unique jobs in one batch: bad input, and neither is stored.
     let twins = json!({"jobs": [
         {"name": "demo", "parameters": {"image": "demo-u"}, "metadata": {"unique": true}},

@@ -298,6 +298,51 @@ async fn a_validate_that_traps_is_a_clear_error_and_the_plugin_still_serves() {
     assert_eq!(rt.validate(&crash, "{}").await.expect("answer"), Ok(()));
 }
 
+/// The validations of one bulk request share an instance, but a trap or a
+/// kill in one leaves the others' answers intact: the next gets a fresh
+/// instance, and each call has the whole call timeout.
+#[tokio::test]
+async fn validations_of_a_batch_survive_a_trap_and_a_timeout_among_them() {
+    let cfg = RuntimeConfig {
+        call_timeout: Duration::from_millis(300),
+        ..test_config()
+    };
+    let (_dir, reg) = registry_on(Runtime::new(cfg).expect("runtime"), &["crash", "spin"]).await;
+    let rt = reg.runtime();
+    let crash = reg.get("crash").expect("crash");
+    let trap = r#"{"panic_in":"validate"}"#;
+    let answers = rt
+        .validate_many(&crash, &["{}", trap, "{}", trap, "{}"])
+        .await;
+    assert_eq!(answers.len(), 5);
+    for (i, answer) in answers.iter().enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(answer.as_ref().expect("answer"), &Ok(()), "job {i}");
+        } else {
+            assert!(
+                matches!(
+                    answer,
+                    Err(CallError::Trapped {
+                        call: "validate",
+                        ..
+                    })
+                ),
+                "job {i}: {answer:?}"
+            );
+        }
+    }
+    let spin = reg.get("spin").expect("spin");
+    let answers = rt
+        .validate_many(&spin, &["{}", r#"{"in":"validate"}"#, "{}"])
+        .await;
+    assert!(answers[0].as_ref().is_ok_and(Result::is_ok), "{answers:?}");
+    assert!(
+        matches!(answers[1], Err(CallError::TimedOut { limit_ms: 300, .. })),
+        "{answers:?}"
+    );
+    assert!(answers[2].as_ref().is_ok_and(Result::is_ok), "{answers:?}");
+}
+
 #[tokio::test]
 async fn a_validate_that_never_returns_times_out() {
     let cfg = RuntimeConfig {

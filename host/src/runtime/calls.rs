@@ -1,7 +1,8 @@
 //! The short guest calls made outside a job: `describe` + `max-fails` at load time,
 //! `validate` on submit, `should-retry` after a failure. Each runs in a fresh
 //! instance with the plugin's memory cap and the runtime's call timeout, on the
-//! call slots (so a node full of running jobs still answers them).
+//! call slots (so a node full of running jobs still answers them); the
+//! validations of one bulk request share an instance ([`Runtime::validate_many`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -87,6 +88,68 @@ impl Runtime {
         )
         .await
         .map_err(|f| self.call_error(plugin, "validate", f))
+    }
+
+    /// [`Runtime::validate`] for each of `params`, in order, on one instance:
+    /// the jobs of one bulk request (one client's) share it, so a batch pays
+    /// for one instance, not one per job. Each call has the call timeout to
+    /// itself; a call that traps or is killed leaves the instance unusable, and
+    /// the next one gets a fresh instance.
+    pub async fn validate_many(
+        &self,
+        plugin: &Plugin,
+        params: &[&str],
+    ) -> Vec<Result<Result<(), String>, CallError>> {
+        let _slot = self.call_slot().await;
+        let limit = self.config().call_timeout;
+        let cap = plugin.info().memory_cap;
+        let mut out = Vec::with_capacity(params.len());
+        let mut live: Option<(Store<InstanceState>, bindings::Plugin)> = None;
+        for p in params {
+            if live.is_none() {
+                let mut store = self.new_store(Arc::new(DetachedHost), Control::new(), cap, None);
+                let started = Instant::now();
+                let instance = plugin.pre.instantiate_async(&mut store);
+                let failure = match race(instance, started + limit, None, limit).await {
+                    Ok(Ok(instance)) => {
+                        live = Some((store, instance));
+                        None
+                    }
+                    Ok(Err(e)) => {
+                        let failure = failure_of(&e, store.data());
+                        store.data().finish_output();
+                        Some(failure)
+                    }
+                    Err(kill) => {
+                        store.data().finish_output();
+                        Some(CallFailure::Killed(kill))
+                    }
+                };
+                if let Some(failure) = failure {
+                    out.push(Err(self.call_error(plugin, "validate", failure)));
+                    continue;
+                }
+            }
+            let Some((store, instance)) = live.as_mut() else {
+                continue;
+            };
+            let call = instance.wasmjobs_plugin_job().call_validate(&mut *store, p);
+            let failure = match race(call, Instant::now() + limit, None, limit).await {
+                Ok(Ok(answer)) => {
+                    out.push(Ok(answer));
+                    continue;
+                }
+                Ok(Err(e)) => failure_of(&e, store.data()),
+                Err(kill) => CallFailure::Killed(kill),
+            };
+            store.data().finish_output();
+            out.push(Err(self.call_error(plugin, "validate", failure)));
+            live = None;
+        }
+        if let Some((store, _)) = &live {
+            store.data().finish_output();
+        }
+        out
     }
 
     /// Ask the plugin whether a job may be retried after `failure` on `attempt`.

@@ -3,6 +3,7 @@
 //! caller hears back. A batch is all or nothing.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -11,6 +12,7 @@ use super::{HookPolicy, JobService};
 use crate::cron::CronSpec;
 use crate::error::CallError;
 use crate::job::{Job, Kind, Status, now_ms};
+use crate::runtime::Plugin;
 use crate::store::StoreError;
 
 /// Longest per-job deadline accepted.
@@ -121,6 +123,17 @@ fn invalid(field: &str, reason: impl Into<String>) -> ServiceError {
     }
 }
 
+/// A request that passed every check but the plugin's `validate`.
+struct Checked {
+    r: JobRequest,
+    plugin: Arc<Plugin>,
+    /// The parameters' canonical JSON text.
+    params: String,
+    status: Status,
+    run_at: Option<u64>,
+    now: u64,
+}
+
 impl JobService {
     /// Check and store one job; it is durable when this returns.
     pub async fn submit(&self, request: JobRequest) -> Result<Job, ServiceError> {
@@ -143,16 +156,66 @@ impl JobService {
                 format!("a batch holds 1 to {max} jobs, not {}", requests.len()),
             ));
         }
-        let mut jobs = Vec::with_capacity(requests.len());
+        let in_batch = |index, e| ServiceError::InBatch {
+            index,
+            source: Box::new(e),
+        };
+        // Every check but `validate`, up to the first request that fails one.
+        let mut checked = Vec::with_capacity(requests.len());
+        let mut refused = None;
         for (index, r) in requests.into_iter().enumerate() {
             if r.upstream.is_some() {
-                return Err(invalid("jobs", "sub-jobs cannot be submitted in a batch"));
+                refused = Some(invalid("jobs", "sub-jobs cannot be submitted in a batch"));
+                break;
             }
-            let job = self.prepare(r).await.map_err(|e| ServiceError::InBatch {
-                index,
-                source: Box::new(e),
-            })?;
-            jobs.push(job);
+            match self.check(r) {
+                Ok(c) => checked.push(c),
+                Err(e) => {
+                    refused = Some(in_batch(index, e));
+                    break;
+                }
+            }
+        }
+        // Then `validate` for the requests before it, one instance per plugin.
+        let mut answers: Vec<Option<Result<(), String>>> = vec![None; checked.len()];
+        let mut plugins: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (index, c) in checked.iter().enumerate() {
+            plugins.entry(c.plugin.name()).or_default().push(index);
+        }
+        let mut failed: Option<(usize, CallError)> = None;
+        for indexes in plugins.values() {
+            let plugin = &checked[indexes[0]].plugin;
+            let params: Vec<&str> = indexes
+                .iter()
+                .map(|&i| checked[i].params.as_str())
+                .collect();
+            let results = self.runtime().validate_many(plugin, &params).await;
+            for (&index, result) in indexes.iter().zip(results) {
+                match result {
+                    Ok(answer) => answers[index] = Some(answer),
+                    Err(e) if failed.as_ref().is_none_or(|(f, _)| index < *f) => {
+                        failed = Some((index, e));
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        // The first request that fails anything names the batch's error.
+        let mut jobs = Vec::with_capacity(checked.len());
+        for (index, (c, answer)) in checked.into_iter().zip(answers).enumerate() {
+            if let Some((f, _)) = &failed
+                && *f == index
+            {
+                let (_, e) = failed.take().expect("just matched");
+                return Err(in_batch(index, e.into()));
+            }
+            // `validate_many` answers every request it is given: a missing
+            // answer would be a bug, and refuses the batch rather than pass it.
+            let answer = answer.unwrap_or_else(|| Err("no answer from validate".into()));
+            jobs.push(self.build(c, answer).map_err(|e| in_batch(index, e))?);
+        }
+        if let Some(refused) = refused {
+            return Err(refused);
         }
         self.store().job_insert_many(jobs.clone()).await?;
         for job in &jobs {
@@ -171,6 +234,16 @@ impl JobService {
 
     /// Turn a request into a job, or say what is wrong with it.
     async fn prepare(&self, r: JobRequest) -> Result<Job, ServiceError> {
+        let checked = self.check(r)?;
+        let answer = self
+            .runtime()
+            .validate(&checked.plugin, &checked.params)
+            .await?;
+        self.build(checked, answer)
+    }
+
+    /// Every check of a request but the plugin's own `validate`.
+    fn check(&self, mut r: JobRequest) -> Result<Checked, ServiceError> {
         if *self.inner.shutdown.borrow() {
             return Err(ServiceError::ShuttingDown);
         }
@@ -178,8 +251,8 @@ impl JobService {
             .registry()
             .get(&r.name)
             .ok_or_else(|| ServiceError::UnknownJob(r.name.clone()))?;
-        let params = match r.params {
-            serde_json::Value::Object(_) => r.params,
+        let params = match std::mem::take(&mut r.params) {
+            params @ serde_json::Value::Object(_) => params,
             serde_json::Value::Null => serde_json::Value::Object(Default::default()),
             _ => return Err(invalid("parameters", "must be a JSON object")),
         };
@@ -257,14 +330,31 @@ impl JobService {
         if let Some(hook) = &r.status_hook {
             check_hook_url(hook, &self.config().hook_policy)?;
         }
-        match self.runtime().validate(&plugin, &params).await? {
-            Ok(()) => {}
-            Err(message) => {
-                return Err(ServiceError::Rejected {
-                    name: r.name.clone(),
-                    message,
-                });
-            }
+        Ok(Checked {
+            r,
+            plugin,
+            params,
+            status,
+            run_at,
+            now,
+        })
+    }
+
+    /// The job of a checked request, given the plugin's answer to `validate`.
+    fn build(&self, checked: Checked, answer: Result<(), String>) -> Result<Job, ServiceError> {
+        let Checked {
+            r,
+            plugin,
+            params,
+            status,
+            run_at,
+            now,
+        } = checked;
+        if let Err(message) = answer {
+            return Err(ServiceError::Rejected {
+                name: r.name,
+                message,
+            });
         }
         let info = plugin.info();
         let capacity_map = r
