@@ -232,18 +232,11 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::job::{Job, Kind, Status};
+    use crate::job::Job;
     use crate::store::{JobFilter, Store};
 
     fn job() -> Job {
-        Job::new(
-            Uuid::now_v7(),
-            "noop".into(),
-            Kind::Generic,
-            "{}".into(),
-            Status::Pending,
-            1,
-        )
+        crate::store::sled::tests::pending_noop()
     }
 
     /// The jobs list pages through every job once, in creation order, whether

@@ -9,16 +9,7 @@ async fn staging_a_pending_job_wakes_a_waiting_worker() {
     let dir = tempfile::tempdir().expect("dir");
     let store = Arc::new(SledStore::open(dir.path()).expect("store"));
     let signal = store.ready_signal();
-    let pending = || {
-        Job::new(
-            Uuid::now_v7(),
-            "noop".into(),
-            Kind::Generic,
-            "{}".into(),
-            Status::Pending,
-            1,
-        )
-    };
+    let pending = || pending_noop();
     let (a, b) = (signal.notified(), signal.notified());
     tokio::pin!(a, b);
     a.as_mut().enable();
@@ -57,15 +48,8 @@ async fn staging_a_pending_job_wakes_a_waiting_worker() {
 async fn a_claimed_job_is_durable_only_once_its_submit_is_flushed() {
     let dir = tempfile::tempdir().expect("dir");
     let store = Arc::new(SledStore::open(dir.path()).expect("store"));
-    let id = Uuid::now_v7();
-    let job = Job::new(
-        id,
-        "noop".into(),
-        Kind::Generic,
-        "{}".into(),
-        Status::Pending,
-        1,
-    );
+    let job = pending_noop();
+    let id = job.id;
     let paused = store.staging.pause_flushes();
     let insert = {
         let store = store.clone();
@@ -105,6 +89,18 @@ async fn a_claimed_job_is_durable_only_once_its_submit_is_flushed() {
     // Long since durable: no wait.
     store.job_durable(id).await.expect("durable");
     assert!(store.lock_unflushed().is_empty());
+}
+
+/// A pending `noop` job with default settings.
+pub(in crate::store) fn pending_noop() -> Job {
+    Job::new(
+        Uuid::now_v7(),
+        "noop".into(),
+        Kind::Generic,
+        "{}".into(),
+        Status::Pending,
+        1,
+    )
 }
 
 /// Open the store in `dir`, retrying while a database closed just before

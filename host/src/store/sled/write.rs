@@ -361,15 +361,8 @@ mod tests {
     async fn concurrent_writers_of_a_running_job_lose_no_update() {
         let dir = tempfile::tempdir().expect("dir");
         let store = Arc::new(SledStore::open(dir.path()).expect("store"));
-        let id = Uuid::now_v7();
-        let job = Job::new(
-            id,
-            "noop".into(),
-            Kind::Generic,
-            "{}".into(),
-            Status::Pending,
-            1,
-        );
+        let job = super::super::tests::pending_noop();
+        let id = job.id;
         store.job_insert_many(vec![job]).await.expect("insert");
         let claimed = store
             .job_claim("w", 2, &mut |_: &Job| true)
@@ -402,15 +395,8 @@ mod tests {
     #[tokio::test]
     async fn json_records_of_an_earlier_release_are_read_and_upgraded() {
         let dir = tempfile::tempdir().expect("dir");
-        let id = Uuid::now_v7();
-        let mut job = Job::new(
-            id,
-            "noop".into(),
-            Kind::Generic,
-            "{}".into(),
-            Status::Pending,
-            1,
-        );
+        let mut job = super::super::tests::pending_noop();
+        let id = job.id;
         job.seq = 7;
         {
             let db = ::sled::open(dir.path()).expect("sled");
@@ -450,16 +436,7 @@ mod tests {
         let (jobs, writers) = (1000, 4);
         let pending = |n: usize| {
             (0..n)
-                .map(|_| {
-                    Job::new(
-                        Uuid::now_v7(),
-                        "noop".into(),
-                        Kind::Generic,
-                        "{}".into(),
-                        Status::Pending,
-                        1,
-                    )
-                })
+                .map(|_| super::super::tests::pending_noop())
                 .collect::<Vec<_>>()
         };
         let first = pending(jobs);
@@ -487,8 +464,13 @@ mod tests {
         };
         // The index watcher: snapshots of (index, every job's modify index read
         // after it). A write at or below the index must be in the snapshot.
+        // Snapshots the watcher has completed: the writers wait at half way for
+        // two, so some are taken while writes are under way however slow a
+        // snapshot is on a loaded machine.
+        let looks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let watcher = {
-            let (store, done, ids) = (store.clone(), done.clone(), ids.clone());
+            let (store, done, ids, looks) =
+                (store.clone(), done.clone(), ids.clone(), looks.clone());
             tokio::spawn(async move {
                 let rx = store.watch_index();
                 let mut snapshots = Vec::new();
@@ -500,6 +482,7 @@ mod tests {
                         seen.insert(*id, job.modify_index);
                     }
                     snapshots.push((x, seen));
+                    looks.fetch_add(1, Ordering::AcqRel);
                     tokio::task::yield_now().await;
                 }
                 snapshots
@@ -508,9 +491,17 @@ mod tests {
         let written = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for w in 0..writers {
-            let (store, written) = (store.clone(), written.clone());
+            let (store, written, looks) = (store.clone(), written.clone(), looks.clone());
             tasks.push(tokio::spawn(async move {
-                for _ in 0..jobs / writers {
+                for n in 0..jobs / writers {
+                    if n == jobs / writers / 2 {
+                        let deadline =
+                            std::time::Instant::now() + std::time::Duration::from_secs(60);
+                        while looks.load(Ordering::Acquire) < 2 {
+                            assert!(std::time::Instant::now() < deadline, "the watcher stalled");
+                            tokio::task::yield_now().await;
+                        }
+                    }
                     let job = store
                         .job_claim(&format!("w{w}"), 2, &mut |_: &Job| true)
                         .await
