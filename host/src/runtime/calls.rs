@@ -92,64 +92,84 @@ impl Runtime {
 
     /// [`Runtime::validate`] for each of `params`, in order, on one instance:
     /// the jobs of one bulk request (one client's) share it, so a batch pays
-    /// for one instance, not one per job. Each call has the call timeout to
-    /// itself; a call that traps or is killed leaves the instance unusable, and
-    /// the next one gets a fresh instance.
+    /// for one instance, not one per job. It stops at the first job that is
+    /// not valid (refused, or the plugin failed to answer): the batch is
+    /// refused anyway, and a plugin that always times out costs one timeout.
+    /// Each call has the whole call timeout. A trap or a memory kill on an
+    /// instance that already answered is retried once on a fresh instance,
+    /// so what earlier calls left behind (a bump allocator that never frees)
+    /// cannot fail a valid job.
     pub async fn validate_many(
         &self,
         plugin: &Plugin,
         params: &[&str],
     ) -> Vec<Result<Result<(), String>, CallError>> {
         let _slot = self.call_slot().await;
-        let limit = self.config().call_timeout;
-        let cap = plugin.info().memory_cap;
         let mut out = Vec::with_capacity(params.len());
-        let mut live: Option<(Store<InstanceState>, bindings::Plugin)> = None;
+        let mut live = None;
         for p in params {
-            if live.is_none() {
-                let mut store = self.new_store(Arc::new(DetachedHost), Control::new(), cap, None);
-                let started = Instant::now();
-                let instance = plugin.pre.instantiate_async(&mut store);
-                let failure = match race(instance, started + limit, None, limit).await {
-                    Ok(Ok(instance)) => {
-                        live = Some((store, instance));
-                        None
-                    }
-                    Ok(Err(e)) => {
-                        let failure = failure_of(&e, store.data());
-                        store.data().finish_output();
-                        Some(failure)
-                    }
-                    Err(kill) => {
-                        store.data().finish_output();
-                        Some(CallFailure::Killed(kill))
-                    }
-                };
-                if let Some(failure) = failure {
-                    out.push(Err(self.call_error(plugin, "validate", failure)));
-                    continue;
-                }
+            let reused = live.is_some();
+            let mut answer = self.validate_on(&mut live, plugin, p).await;
+            if reused
+                && matches!(
+                    answer,
+                    Err(CallFailure::Trapped(_)
+                        | CallFailure::Killed(super::KillReason::MemoryLimit))
+                )
+            {
+                answer = self.validate_on(&mut live, plugin, p).await;
             }
-            let Some((store, instance)) = live.as_mut() else {
-                continue;
-            };
-            let call = instance.wasmjobs_plugin_job().call_validate(&mut *store, p);
-            let failure = match race(call, Instant::now() + limit, None, limit).await {
-                Ok(Ok(answer)) => {
-                    out.push(Ok(answer));
-                    continue;
-                }
-                Ok(Err(e)) => failure_of(&e, store.data()),
-                Err(kill) => CallFailure::Killed(kill),
-            };
-            store.data().finish_output();
-            out.push(Err(self.call_error(plugin, "validate", failure)));
-            live = None;
+            let valid = matches!(answer, Ok(Ok(())));
+            out.push(answer.map_err(|f| self.call_error(plugin, "validate", f)));
+            if !valid {
+                break;
+            }
         }
         if let Some((store, _)) = &live {
             store.data().finish_output();
         }
         out
+    }
+
+    /// One `validate` call on `live` (a fresh instance when it is `None`). A
+    /// failed call leaves `live` empty: its instance is not used again.
+    async fn validate_on(
+        &self,
+        live: &mut Option<(Store<InstanceState>, bindings::Plugin)>,
+        plugin: &Plugin,
+        params: &str,
+    ) -> Result<Result<(), String>, CallFailure> {
+        let limit = self.config().call_timeout;
+        if live.is_none() {
+            let cap = plugin.info().memory_cap;
+            let mut store = self.new_store(Arc::new(DetachedHost), Control::new(), cap, None);
+            let instance = plugin.pre.instantiate_async(&mut store);
+            let failure = match race(instance, Instant::now() + limit, None, limit).await {
+                Ok(Ok(instance)) => {
+                    *live = Some((store, instance));
+                    None
+                }
+                Ok(Err(e)) => Some(failure_of(&e, store.data())),
+                Err(kill) => Some(CallFailure::Killed(kill)),
+            };
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
+        }
+        let Some((store, instance)) = live.as_mut() else {
+            return Err(CallFailure::Trapped("no instance to call".into()));
+        };
+        let call = instance
+            .wasmjobs_plugin_job()
+            .call_validate(&mut *store, params);
+        let failure = match race(call, Instant::now() + limit, None, limit).await {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(e)) => failure_of(&e, store.data()),
+            Err(kill) => CallFailure::Killed(kill),
+        };
+        store.data().finish_output();
+        *live = None;
+        Err(failure)
     }
 
     /// Ask the plugin whether a job may be retried after `failure` on `attempt`.

@@ -127,9 +127,9 @@ impl Store for SledStore {
             // Under the write lock, so before any claim can take them.
             Unflushed::register(self, &jobs, generation)
         };
-        let durable = self.staging.durable_through(unflushed.generation).await;
-        drop(unflushed);
-        Ok(durable?)
+        self.staging.durable_through(unflushed.generation).await?;
+        unflushed.flushed();
+        Ok(())
     }
 
     async fn job_durable(&self, id: Uuid) -> Result<(), StoreError> {
@@ -466,10 +466,14 @@ impl Store for SledStore {
                 t.finished_at = Some(now);
             }
             self.stage(&order, &mut batch, Some(&old), &mut t)?;
-            self.apply(batch, order)?;
-            inserted
+            let generation = self.apply_numbered(batch, order)?;
+            // Claimable once staged: its guest waits for this flush too.
+            let unflushed = Unflushed::register(self, inserted.as_slice(), generation);
+            (inserted, unflushed)
         };
-        self.staging.durable().await?;
+        let (inserted, unflushed) = inserted;
+        self.staging.durable_through(unflushed.generation).await?;
+        unflushed.flushed();
         Ok(inserted)
     }
 

@@ -277,6 +277,11 @@ impl Staging {
         self.scan(lo, hi, true)
     }
 
+    /// The generation covered by the last flush.
+    pub(super) fn durable_generation(&self) -> u64 {
+        self.lock().durable
+    }
+
     /// Return once every operation staged before this call is applied and
     /// flushed.
     pub(super) async fn durable(&self) -> Result<(), ::sled::Error> {

@@ -91,6 +91,51 @@ async fn a_claimed_job_is_durable_only_once_its_submit_is_flushed() {
     assert!(store.lock_unflushed().is_empty());
 }
 
+/// A submit abandoned while it waits for its flush (its client hung up) does
+/// not let its job's guest start early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Holding the gate across the awaits is the point: it pauses the writer.
+#[expect(clippy::await_holding_lock)]
+async fn an_abandoned_submit_still_holds_its_job_until_it_is_durable() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Arc::new(SledStore::open(dir.path()).expect("store"));
+    let job = pending_noop();
+    let id = job.id;
+    let paused = store.staging.pause_flushes();
+    let insert = {
+        let store = store.clone();
+        tokio::spawn(async move { store.job_insert_many(vec![job]).await })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store
+        .job_claim("w", 2, &mut |_: &Job| true)
+        .await
+        .expect("claim")
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "never claimable");
+        tokio::task::yield_now().await;
+    }
+    insert.abort();
+    assert!(
+        insert.await.is_err_and(|e| e.is_cancelled()),
+        "the submit was not abandoned"
+    );
+    let durable = store.job_durable(id);
+    tokio::pin!(durable);
+    let quiet = std::time::Duration::from_millis(100);
+    assert!(
+        tokio::time::timeout(quiet, &mut durable).await.is_err(),
+        "durable before its flush"
+    );
+    drop(paused);
+    let wait = std::time::Duration::from_secs(10);
+    tokio::time::timeout(wait, durable)
+        .await
+        .expect("durable once flushed")
+        .expect("no store error");
+}
+
 /// A pending `noop` job with default settings.
 pub(in crate::store) fn pending_noop() -> Job {
     Job::new(
