@@ -33,8 +33,9 @@ pub fn plugins_dir() -> &'static Path {
 
 /// The directory holding the example jobs of `examples/` (wordcount in C,
 /// JavaScript, Python and WAT) as `wordcount-<lang>.wasm`, built on first use by
-/// `scripts/build-examples --all`. Fails, naming the missing toolchain, when one is
-/// not installed (`scripts/install-example-toolchains`).
+/// `scripts/build-examples --all`, which installs their toolchains first
+/// (`scripts/install-example-toolchains`). Fails, naming the missing toolchain,
+/// when one cannot be installed.
 pub fn examples_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| build_once("build-examples", &["--all"], "test-examples"))
@@ -58,7 +59,7 @@ fn build_once(script: &str, args: &[&str], out: &str) -> PathBuf {
         "scripts/{script} {args:?} failed ({}){}:\n{}",
         output.status,
         if script == "build-examples" {
-            "; run scripts/install-example-toolchains first"
+            "; see scripts/install-example-toolchains"
         } else {
             ""
         },
