@@ -154,10 +154,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// running) is refused with [`StoreError::Duplicate`], and so is the batch.
     async fn job_insert_many(&self, jobs: Vec<Job>) -> Result<(), StoreError>;
 
-    /// Return once the insert of job `id` is durable (at once when it has long
-    /// been). A worker waits for it between claiming a job and starting its
-    /// guest: a job runs only once a crash can no longer erase it, while the
-    /// wake-up and the claim overlap its submit's flush.
+    /// Return once the write that queued job `id` (its submit, a retry, a due
+    /// schedule, a periodic fire) is durable, at once when it has long been. A
+    /// worker waits for it between claiming a job and starting its guest: a job
+    /// runs only from a state a crash cannot take back, while the wake-up and
+    /// the claim overlap the flush.
     async fn job_durable(&self, id: Uuid) -> Result<(), StoreError>;
 
     async fn job_get(&self, id: Uuid) -> Result<Option<Job>, StoreError>;

@@ -22,7 +22,6 @@ mod scan;
 mod staging;
 mod write;
 
-use self::durable::Unflushed;
 use self::staging::{Batch, Staging};
 use super::keys;
 use super::{
@@ -54,9 +53,9 @@ pub struct SledStore {
     index: watch::Sender<u64>,
     /// See [`Store::ready_signal`].
     ready: Arc<tokio::sync::Notify>,
-    /// Jobs whose insert may not be durable yet: id -> the staging generation
-    /// that holds it (see [`Store::job_durable`]). Emptied by each insert once
-    /// its flush returns.
+    /// Jobs whose queueing may not be durable yet: id -> the staging generation
+    /// that queued it (see [`Store::job_durable`]). Entries are dropped once
+    /// durable, when the next job is queued.
     unflushed: Mutex<std::collections::HashMap<Uuid, u64>>,
     /// Fault injection: refuse every write (tests of health and of failure paths).
     refuse_writes: std::sync::atomic::AtomicBool,
@@ -96,7 +95,7 @@ impl SledStore {
 #[async_trait::async_trait]
 impl Store for SledStore {
     async fn job_insert_many(&self, mut jobs: Vec<Job>) -> Result<(), StoreError> {
-        let unflushed = {
+        {
             let _w = self.lock();
             let mut batch = Batch::default();
             let mut seen = BTreeSet::new();
@@ -123,13 +122,9 @@ impl Store for SledStore {
                 batch.insert(&keys::all(job.created_seq, job.id)[..], Vec::<u8>::new());
                 self.stage(&order, &mut batch, None, job)?;
             }
-            let generation = self.apply_numbered(batch, order)?;
-            // Under the write lock, so before any claim can take them.
-            Unflushed::register(self, &jobs, generation)
-        };
-        self.staging.durable_through(unflushed.generation).await?;
-        unflushed.flushed();
-        Ok(())
+            self.apply(batch, order)?;
+        }
+        Ok(self.staging.durable().await?)
     }
 
     async fn job_durable(&self, id: Uuid) -> Result<(), StoreError> {
@@ -466,14 +461,10 @@ impl Store for SledStore {
                 t.finished_at = Some(now);
             }
             self.stage(&order, &mut batch, Some(&old), &mut t)?;
-            let generation = self.apply_numbered(batch, order)?;
-            // Claimable once staged: its guest waits for this flush too.
-            let unflushed = Unflushed::register(self, inserted.as_slice(), generation);
-            (inserted, unflushed)
+            self.apply(batch, order)?;
+            inserted
         };
-        let (inserted, unflushed) = inserted;
-        self.staging.durable_through(unflushed.generation).await?;
-        unflushed.flushed();
+        self.staging.durable().await?;
         Ok(inserted)
     }
 

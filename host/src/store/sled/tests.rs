@@ -40,34 +40,34 @@ async fn staging_a_pending_job_wakes_a_waiting_worker() {
     );
 }
 
-/// A worker may claim a job as soon as it is staged, but `job_durable`
-/// holds it back until the job's submit is flushed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-// Holding the gate across the awaits is the point: it pauses the writer.
-#[expect(clippy::await_holding_lock)]
-async fn a_claimed_job_is_durable_only_once_its_submit_is_flushed() {
-    let dir = tempfile::tempdir().expect("dir");
-    let store = Arc::new(SledStore::open(dir.path()).expect("store"));
-    let job = pending_noop();
-    let id = job.id;
-    let paused = store.staging.pause_flushes();
-    let insert = {
-        let store = store.clone();
-        tokio::spawn(async move { store.job_insert_many(vec![job]).await })
-    };
+/// Run `queue` (a write that queues one job and waits for its flush) in a
+/// task, and claim the job once it is staged. The caller has paused flushes.
+async fn claim_while_unflushed<F>(
+    store: &Arc<SledStore>,
+    queue: F,
+) -> (tokio::task::JoinHandle<F::Output>, Job)
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let task = tokio::spawn(queue);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let claimed = loop {
+    loop {
         if let Some(job) = store
             .job_claim("w", 2, &mut |_: &Job| true)
             .await
             .expect("claim")
         {
-            break job;
+            return (task, job);
         }
         assert!(std::time::Instant::now() < deadline, "never claimable");
         tokio::task::yield_now().await;
-    };
-    assert_eq!(claimed.id, id);
+    }
+}
+
+/// `job_durable(id)` is still waiting while flushes are paused, and returns
+/// once `paused` is dropped.
+async fn held_until_flushed(store: &SledStore, id: Uuid, paused: impl Sized) {
     let durable = store.job_durable(id);
     tokio::pin!(durable);
     let quiet = std::time::Duration::from_millis(100);
@@ -75,65 +75,76 @@ async fn a_claimed_job_is_durable_only_once_its_submit_is_flushed() {
         tokio::time::timeout(quiet, &mut durable).await.is_err(),
         "durable before its flush"
     );
-    assert!(
-        !insert.is_finished(),
-        "the submit returned before its flush"
-    );
     drop(paused);
     let wait = std::time::Duration::from_secs(10);
     tokio::time::timeout(wait, durable)
         .await
         .expect("durable once flushed")
         .expect("no store error");
-    insert.await.expect("task").expect("insert");
-    // Long since durable: no wait.
-    store.job_durable(id).await.expect("durable");
-    assert!(store.lock_unflushed().is_empty());
 }
 
-/// A submit abandoned while it waits for its flush (its client hung up) does
-/// not let its job's guest start early.
+/// A worker may claim a job as soon as it is queued in the overlay, but
+/// `job_durable` holds it back until the write that queued it is flushed:
+/// a submit, a submit abandoned by its client while it waited, and a retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 // Holding the gate across the awaits is the point: it pauses the writer.
 #[expect(clippy::await_holding_lock)]
-async fn an_abandoned_submit_still_holds_its_job_until_it_is_durable() {
+async fn a_claimed_job_is_held_until_the_write_that_queued_it_is_flushed() {
     let dir = tempfile::tempdir().expect("dir");
     let store = Arc::new(SledStore::open(dir.path()).expect("store"));
-    let job = pending_noop();
-    let id = job.id;
-    let paused = store.staging.pause_flushes();
-    let insert = {
-        let store = store.clone();
-        tokio::spawn(async move { store.job_insert_many(vec![job]).await })
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while store
-        .job_claim("w", 2, &mut |_: &Job| true)
-        .await
-        .expect("claim")
-        .is_none()
-    {
-        assert!(std::time::Instant::now() < deadline, "never claimable");
-        tokio::task::yield_now().await;
-    }
+
+    // A submit.
+    let (job, paused) = (pending_noop(), store.staging.pause_flushes());
+    let (id, s) = (job.id, store.clone());
+    let (insert, claimed) =
+        claim_while_unflushed(&store, async move { s.job_insert_many(vec![job]).await }).await;
+    assert_eq!(claimed.id, id);
+    assert!(
+        !insert.is_finished(),
+        "the submit returned before its flush"
+    );
+    held_until_flushed(&store, id, paused).await;
+    insert.await.expect("task").expect("insert");
+    store.job_durable(id).await.expect("long since durable");
+
+    // A submit abandoned while it waits for its flush (its client hung up).
+    let (job, paused) = (pending_noop(), store.staging.pause_flushes());
+    let (id, s) = (job.id, store.clone());
+    let (insert, _) =
+        claim_while_unflushed(&store, async move { s.job_insert_many(vec![job]).await }).await;
     insert.abort();
     assert!(
         insert.await.is_err_and(|e| e.is_cancelled()),
         "the submit was not abandoned"
     );
-    let durable = store.job_durable(id);
-    tokio::pin!(durable);
-    let quiet = std::time::Duration::from_millis(100);
-    assert!(
-        tokio::time::timeout(quiet, &mut durable).await.is_err(),
-        "durable before its flush"
-    );
-    drop(paused);
-    let wait = std::time::Duration::from_secs(10);
-    tokio::time::timeout(wait, durable)
-        .await
-        .expect("durable once flushed")
-        .expect("no store error");
+    held_until_flushed(&store, id, paused).await;
+
+    // A retry of a job that ended in error.
+    let end = attempt_end("failed");
+    let next = crate::store::Next::Final(Status::Error);
+    store.job_finish(id, end, next, 3).await.expect("finish");
+    store.flush().await.expect("flush");
+    let paused = store.staging.pause_flushes();
+    let s = store.clone();
+    let (retry, claimed) =
+        claim_while_unflushed(&store, async move { s.job_retry(id, 4).await }).await;
+    assert_eq!(claimed.id, id);
+    held_until_flushed(&store, id, paused).await;
+    retry.await.expect("task").expect("retry");
+}
+
+/// The end of an attempt with `outcome` and nothing else to say.
+pub(in crate::store) fn attempt_end(outcome: &str) -> crate::store::AttemptEnd {
+    crate::store::AttemptEnd {
+        outcome: outcome.into(),
+        message: None,
+        plugin_digest: String::new(),
+        startup_us: 0,
+        duration_us: 0,
+        peak_memory: 0,
+        fuel_used: None,
+        decision: String::new(),
+    }
 }
 
 /// A pending `noop` job with default settings.

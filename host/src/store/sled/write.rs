@@ -22,18 +22,7 @@ impl SledStore {
     /// A batch that took no id needs it too: the index it publishes is read
     /// under it, so it never includes an id another writer took but has not
     /// staged yet.
-    pub(super) fn apply(&self, batch: Batch, order: Order<'_>) -> Result<(), StoreError> {
-        self.apply_numbered(batch, order).map(drop)
-    }
-
-    /// [`SledStore::apply`], returning the batch's staging generation (what
-    /// [`Staging::durable_through`](super::staging::Staging::durable_through)
-    /// waits for).
-    pub(super) fn apply_numbered(
-        &self,
-        mut batch: Batch,
-        order: Order<'_>,
-    ) -> Result<u64, StoreError> {
+    pub(super) fn apply(&self, mut batch: Batch, order: Order<'_>) -> Result<(), StoreError> {
         if self.refuse_writes.load(Ordering::Acquire) {
             return Err(StoreError::Injected);
         }
@@ -46,16 +35,15 @@ impl SledStore {
                 };
             }
         }
-        let (mut queued, generation);
-        queued = 0;
+        let mut queued = Vec::new();
         {
             let mut queue = self.lock_queue();
             for (key, set) in batch.writes() {
                 if key.first() == Some(&keys::QUEUE)
-                    && let Ok(key) = key.try_into()
+                    && let Ok(key) = <[u8; keys::QUEUE_KEY_LEN]>::try_from(key)
                 {
                     if set {
-                        queued += 1;
+                        queued.extend(keys::id_suffix(&key));
                         queue.insert(key);
                     } else {
                         queue.remove(&key);
@@ -63,8 +51,12 @@ impl SledStore {
                 }
             }
             // Staged while the queue is locked: a claim never sees a queue entry
-            // whose job record is not readable yet.
-            generation = self.staging.stage(batch);
+            // whose job record is not readable yet, nor a job not yet noted as
+            // unflushed.
+            let generation = self.staging.stage(batch);
+            if !queued.is_empty() {
+                self.note_unflushed(&queued, generation);
+            }
         }
         // Every index staged so far is readable: no writer takes one without
         // the order lock, which is still held.
@@ -78,10 +70,10 @@ impl SledStore {
             newer
         });
         // Claimable now: wake idle workers without waiting for the flush.
-        for _ in 0..queued.min(READY_WAKES) {
+        for _ in 0..queued.len().min(READY_WAKES) {
             self.ready.notify_one();
         }
-        Ok(generation)
+        Ok(())
     }
 
     pub(super) fn encode<T: serde::Serialize>(
@@ -430,7 +422,7 @@ mod tests {
     /// write that is not readable yet.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn ids_become_visible_in_the_order_they_were_taken() {
-        use crate::store::{AttemptEnd, Next};
+        use crate::store::Next;
         let dir = tempfile::tempdir().expect("dir");
         let store = Arc::new(SledStore::open(dir.path()).expect("store"));
         let (jobs, writers) = (1000, 4);
@@ -512,16 +504,7 @@ mod tests {
                         .await
                         .expect("checkin")
                         .expect("running");
-                    let end = AttemptEnd {
-                        outcome: "success".into(),
-                        message: None,
-                        plugin_digest: String::new(),
-                        startup_us: 0,
-                        duration_us: 0,
-                        peak_memory: 0,
-                        fuel_used: None,
-                        decision: String::new(),
-                    };
+                    let end = super::super::tests::attempt_end("success");
                     let finished = store
                         .job_finish(job.id, end, Next::Final(Status::Success), 4)
                         .await
