@@ -21,24 +21,30 @@ impl SledStore {
         let _w = self.lock();
         let mut stale = Vec::new();
         let mut chosen = None;
-        {
-            // The queue in memory: a claim reads no index from sled.
-            let queue = self.lock_queue();
-            for key in queue.claimable().take(CLAIM_SCAN) {
-                match keys::id_suffix(key)
-                    .map(|id| self.load(id))
-                    .transpose()?
-                    .flatten()
-                {
-                    Some(job) if job.status == Status::Pending => {
-                        if fits(&job) {
-                            chosen = Some(job);
-                            break;
-                        }
+        // The queue in memory: a claim reads no index from sled, and mostly no
+        // record either (the queue keeps those it staged). The queue is locked
+        // per candidate only: finishes stage through it meanwhile. Under the
+        // write lock no other claim, submit or command changes a queued job.
+        let mut after = None;
+        for _ in 0..CLAIM_SCAN {
+            let Some((key, record)) = self.lock_queue().next_claimable(after.as_ref()) else {
+                break;
+            };
+            after = Some(key);
+            let job = match (keys::id_suffix(&key), record) {
+                (Some(id), Some(bytes)) => Some(self.decode_job(id, &bytes)?),
+                (Some(id), None) => self.load(id)?,
+                (None, _) => None,
+            };
+            match job {
+                Some(job) if job.status == Status::Pending => {
+                    if fits(&job) {
+                        chosen = Some(job);
+                        break;
                     }
-                    // An index entry without a pending job behind it: drop it.
-                    _ => stale.push(*key),
                 }
+                // An index entry without a pending job behind it: drop it.
+                _ => stale.push(key),
             }
         }
         let mut batch = Batch::default();

@@ -16,6 +16,7 @@ mod changes;
 mod claim;
 mod durable;
 mod feeds;
+mod ids;
 mod logs;
 mod ready;
 mod scan;
@@ -48,6 +49,8 @@ pub struct SledStore {
     stripes: Box<[Mutex<()>]>,
     /// See [`write::Order`].
     order: Mutex<()>,
+    /// Job sequences, modify indexes, changefeed ids (see `ids.rs`).
+    ids: ids::Ids,
     /// Highest modify index staged so far, published after each write.
     staged_index: AtomicU64,
     index: watch::Sender<u64>,
@@ -75,6 +78,7 @@ impl SledStore {
             .cache_capacity(64 * 1024 * 1024)
             .open()?;
         let queue = ready::open(&db)?;
+        let ids = ids::Ids::open(&db)?;
         let staging = Staging::start(db).map_err(|e| StoreError::Io(e.into()))?;
         Ok(Self {
             write: Mutex::new(()),
@@ -83,6 +87,7 @@ impl SledStore {
             running: Mutex::default(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             order: Mutex::new(()),
+            ids,
             staged_index: AtomicU64::new(0),
             index: watch::channel(0).0,
             ready: Arc::default(),

@@ -1,5 +1,10 @@
 //! The ready queue's index (`q` keys) in memory: claims take the first key
 //! without reading sled, and every staged write keeps it in step (`apply`).
+//! With it, the latest staged record of the jobs queued by this process (up to
+//! [`RECORDS_BUDGET`] bytes): a claim decodes it instead of reading sled, whose
+//! reads wait while the store writer applies a batch (sled holds its global
+//! lock for the whole batch), as did the claim's locks and every store writer
+//! queued behind them.
 //!
 //! At open, the keys in sled are loaded in key order (priority, then sequence):
 //! the first [`CHUNK`] before the store is returned, the rest on a thread, so a
@@ -8,12 +13,13 @@
 //! looks only at keys up to the last one loaded: past it, older jobs may still
 //! be missing, and jobs of one priority must run in order.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use ::sled::IVec;
+use uuid::Uuid;
 
 use super::keys;
 
@@ -22,12 +28,20 @@ pub(super) type QueueKey = [u8; keys::QUEUE_KEY_LEN];
 /// Keys loaded per lock of the queue.
 const CHUNK: usize = 8192;
 
+/// Bytes of queued jobs' records kept for claims (a noop job's is ~200).
+const RECORDS_BUDGET: usize = 16 << 20;
+
 #[derive(Debug)]
 pub(super) struct ReadyQueue {
     keys: BTreeSet<QueueKey>,
     /// While loading: every key in sled up to this one is in `keys`. `None`
     /// once all are.
     loaded_upto: Option<QueueKey>,
+    /// Queued jobs' latest staged records, by id; jobs queued before the store
+    /// opened, or past the budget, are read from the store.
+    records: HashMap<Uuid, IVec>,
+    /// Bytes in `records`.
+    record_bytes: usize,
 }
 
 impl ReadyQueue {
@@ -37,10 +51,53 @@ impl ReadyQueue {
 
     pub(super) fn remove(&mut self, key: &QueueKey) {
         self.keys.remove(key);
+        if let Some(id) = keys::id_suffix(key) {
+            self.forget(id);
+        }
+    }
+
+    /// Keep `record` as the latest record of queued job `id`, if the budget
+    /// allows. Called for every record the store stages for a job it queues or
+    /// has queued: a kept record is never older than the store's.
+    pub(super) fn keep(&mut self, id: Uuid, record: &IVec) {
+        self.forget(id);
+        if self.record_bytes + record.len() <= RECORDS_BUDGET {
+            self.record_bytes += record.len();
+            self.records.insert(id, record.clone());
+        }
+    }
+
+    /// Drop the kept record of `id` (no longer queued, or removed).
+    pub(super) fn forget(&mut self, id: Uuid) {
+        if let Some(old) = self.records.remove(&id) {
+            self.record_bytes -= old.len();
+        }
+    }
+
+    /// Whether the record of `id` is kept (so a new one must replace it).
+    pub(super) fn keeps(&self, id: &Uuid) -> bool {
+        self.records.contains_key(id)
+    }
+
+    /// The first key a claim may take after `after` (from the start if
+    /// `None`), in claim order, with the job's kept record if there is one.
+    pub(super) fn next_claimable(
+        &self,
+        after: Option<&QueueKey>,
+    ) -> Option<(QueueKey, Option<IVec>)> {
+        let upto = self
+            .loaded_upto
+            .as_ref()
+            .map_or(Bound::Unbounded, Bound::Included);
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let key = *self.keys.range::<QueueKey, _>((from, upto)).next()?;
+        let record = keys::id_suffix(&key).and_then(|id| self.records.get(&id).cloned());
+        Some((key, record))
     }
 
     /// The keys a claim may take, in claim order.
-    pub(super) fn claimable(&self) -> impl Iterator<Item = &QueueKey> {
+    #[cfg(test)]
+    fn claimable(&self) -> impl Iterator<Item = &QueueKey> {
         let upto = self
             .loaded_upto
             .as_ref()
@@ -72,6 +129,8 @@ pub(super) fn open(db: &::sled::Db) -> Result<SharedQueue, ::sled::Error> {
         keys: BTreeSet::new(),
         // Below every `q` key: nothing is claimable until the first chunk.
         loaded_upto: Some([0; keys::QUEUE_KEY_LEN]),
+        records: HashMap::new(),
+        record_bytes: 0,
     }));
     let start = Bound::Included(IVec::from(&[keys::QUEUE][..]));
     let Some(next) = load_chunk(db, &queue, start)? else {
@@ -148,6 +207,8 @@ mod tests {
         let mut q = ReadyQueue {
             keys: BTreeSet::new(),
             loaded_upto: Some(key(10)),
+            records: HashMap::new(),
+            record_bytes: 0,
         };
         q.insert(key(5));
         // Staged live while loading: an older job (seq 20) may still be in sled only.

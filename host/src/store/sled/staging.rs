@@ -121,11 +121,9 @@ impl Batch {
         self.writes.push((key.into(), None, false));
     }
 
-    /// Each write's key, and whether it sets (`true`) or removes the key.
-    pub(super) fn writes(&self) -> impl Iterator<Item = (&[u8], bool)> {
-        self.writes
-            .iter()
-            .map(|(k, v, _)| (k.as_ref(), v.is_some()))
+    /// Each write's key and value (`None`: removed), in the order staged.
+    pub(super) fn writes(&self) -> impl Iterator<Item = (&[u8], Option<&IVec>)> {
+        self.writes.iter().map(|(k, v, _)| (k.as_ref(), v.as_ref()))
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -172,7 +170,7 @@ impl Staging {
         Ok(())
     }
 
-    /// The database, for what bypasses staging (id generation).
+    /// The database, for reads that merge it with the overlay themselves.
     pub(super) fn db(&self) -> &::sled::Db {
         &self.db
     }

@@ -40,6 +40,55 @@ async fn staging_a_pending_job_wakes_a_waiting_worker() {
     );
 }
 
+/// A claim takes a queued job's latest record, whether the queue kept it
+/// (staged by this process, changed while queued) or reads it from sled
+/// (queued before the store opened).
+#[tokio::test]
+async fn a_claim_takes_the_latest_record_of_a_queued_job() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (kept, loaded) = (pending_noop(), pending_noop());
+    {
+        let store = SledStore::open(dir.path()).expect("store");
+        store
+            .job_insert_many(vec![loaded.clone()])
+            .await
+            .expect("insert");
+        store
+            .job_event(loaded.id, "Noted", "before the restart")
+            .await
+            .expect("event");
+    }
+    let store = open_when_free(dir.path()).await;
+    store
+        .job_insert_many(vec![kept.clone()])
+        .await
+        .expect("insert");
+    store
+        .job_event(kept.id, "Noted", "while queued")
+        .await
+        .expect("event");
+    let mut claimed = Vec::new();
+    while let Some(job) = store
+        .job_claim("w", 2, &mut |_: &Job| true)
+        .await
+        .expect("claim")
+    {
+        claimed.push(job);
+    }
+    assert_eq!(claimed.len(), 2, "both queued jobs claimed once");
+    for (job, note) in [(&loaded, "before the restart"), (&kept, "while queued")] {
+        let got = claimed.iter().find(|j| j.id == job.id).expect("claimed");
+        assert_eq!(got.status, Status::Running);
+        assert!(
+            got.events
+                .iter()
+                .any(|e| e.kind == "Noted" && e.message == note),
+            "claimed without its event {note:?}: {:?}",
+            got.events
+        );
+    }
+}
+
 /// Run `queue` (a write that queues one job and waits for its flush) in a
 /// task, and claim the job once it is staged. The caller has paused flushes.
 async fn claim_while_unflushed<F>(

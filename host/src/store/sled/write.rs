@@ -38,16 +38,36 @@ impl SledStore {
         let mut queued = Vec::new();
         {
             let mut queue = self.lock_queue();
-            for (key, set) in batch.writes() {
-                if key.first() == Some(&keys::QUEUE)
-                    && let Ok(key) = <[u8; keys::QUEUE_KEY_LEN]>::try_from(key)
-                {
-                    if set {
-                        queued.extend(keys::id_suffix(&key));
-                        queue.insert(key);
-                    } else {
-                        queue.remove(&key);
+            // A batch removes a job's old index entries before it sets the new
+            // ones, and writes its record right after them (`stage`): the
+            // record of a job queued here follows its queue entry. (Were it
+            // otherwise, the record would just not be kept: claims read it.)
+            for (key, value) in batch.writes() {
+                match key.first() {
+                    Some(&keys::QUEUE) => {
+                        let Ok(key) = <[u8; keys::QUEUE_KEY_LEN]>::try_from(key) else {
+                            continue;
+                        };
+                        if value.is_some() {
+                            queued.extend(keys::id_suffix(&key));
+                            queue.insert(key);
+                        } else {
+                            queue.remove(&key);
+                        }
                     }
+                    Some(&keys::JOB) => {
+                        let Some(id) = keys::id_suffix(key) else {
+                            continue;
+                        };
+                        match value {
+                            Some(record) if queued.last() == Some(&id) || queue.keeps(&id) => {
+                                queue.keep(id, record)
+                            }
+                            Some(_) => {}
+                            None => queue.forget(id),
+                        }
+                    }
+                    _ => {}
                 }
             }
             // Staged while the queue is locked: a claim never sees a queue entry
@@ -121,13 +141,15 @@ impl SledStore {
         }
         match self.staging.get(&keys::job(id))? {
             None => Ok(None),
-            Some(bytes) => codec::decode(&bytes)
-                .map(Some)
-                .map_err(|source| StoreError::Corrupt {
-                    key: id.to_string(),
-                    source,
-                }),
+            Some(bytes) => self.decode_job(id, &bytes).map(Some),
         }
+    }
+
+    pub(super) fn decode_job(&self, id: Uuid, bytes: &[u8]) -> Result<Job, StoreError> {
+        codec::decode(bytes).map_err(|source| StoreError::Corrupt {
+            key: id.to_string(),
+            source,
+        })
     }
 
     pub(super) fn must_load(&self, id: Uuid) -> Result<Job, StoreError> {
@@ -135,7 +157,7 @@ impl SledStore {
     }
 
     pub(super) fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.staging.db().generate_id()?)
+        Ok(self.ids.take()?)
     }
 
     /// A changefeed id: 0 and 1 mean "the start" and "the latest" to clients.
