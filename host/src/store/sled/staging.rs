@@ -187,20 +187,33 @@ impl Staging {
         state.staged += 1;
         let generation = state.staged;
         state.untaken += batch.writes.len();
+        let taken = state.taken;
         for (key, value, new) in batch.writes {
-            let taken = state.taken;
-            let untaken = state.overlay.get(&key).filter(|e| e.generation > taken);
-            let fresh = match (untaken, &value) {
-                (Some(prior), _) => prior.fresh,
-                (None, Some(_)) => new,
-                (None, None) => false,
-            };
-            let entry = Entry {
-                generation,
-                value,
-                fresh,
-            };
-            state.overlay.insert(key, entry);
+            // One search of the overlay per key: it holds every write the
+            // writer has not applied yet, and writers queue on this lock.
+            match state.overlay.entry(key) {
+                std::collections::btree_map::Entry::Occupied(mut slot) => {
+                    let prior = slot.get();
+                    let fresh = match (prior.generation > taken, &value) {
+                        (true, _) => prior.fresh,
+                        (false, Some(_)) => new,
+                        (false, None) => false,
+                    };
+                    slot.insert(Entry {
+                        generation,
+                        value,
+                        fresh,
+                    });
+                }
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    let fresh = value.is_some() && new;
+                    slot.insert(Entry {
+                        generation,
+                        value,
+                        fresh,
+                    });
+                }
+            }
         }
         let full = state.untaken >= MAX_LINGER_WRITES;
         drop(state);
