@@ -33,40 +33,18 @@ impl JobService {
 
     async fn worker_loop(self, worker_id: String) {
         let mut shutdown = self.shutting_down();
-        while !*shutdown.borrow() {
-            let control = Control::new();
-            // Called under the store's write lock for the job about to be claimed:
-            // reserve its capacity and register its control there, so a stop that
-            // follows the claim always finds the control (no re-read needed).
-            let mut reserved = None;
-            let mut fits = |job: &Job| {
-                let fits = self.inner.capacity.try_reserve(&job.capacity_map);
-                if fits {
-                    deliver(&control, job.command);
-                    self.lock_running().insert(job.id, control.clone());
-                    reserved = Some(job.capacity_map.clone());
-                }
-                fits
+        // The job the last finish claimed along with it, if any: it runs even
+        // if shutdown began meanwhile, as a job claimed just before it would.
+        let mut next: Option<(Job, Control)> = None;
+        loop {
+            let claimed = match next.take() {
+                Some(claimed) => Ok(Some(claimed)),
+                None if *shutdown.borrow() => return,
+                None => self.claim(&worker_id).await,
             };
-            let claimed = self
-                .store()
-                .job_claim(&worker_id, now_ms(), &mut fits)
-                .await;
-            if let Err(e) = &claimed {
-                // The claim's write failed after `fits` said yes: undo both.
-                tracing::error!(worker = %worker_id, error = %e, "cannot claim a job");
-                self.lock_running().retain(|_, c| !c.same(&control));
-                if let Some(needs) = reserved.take() {
-                    self.inner.capacity.release(&needs);
-                }
-            }
             match claimed {
-                Ok(Some(job)) => {
-                    let needs = job.capacity_map.clone();
-                    self.execute(job, control).await;
-                    self.inner.capacity.release(&needs);
-                    // A job that did not fit may fit now.
-                    self.inner.ready.notify_one();
+                Ok(Some((job, control))) => {
+                    next = self.execute(job, control, &worker_id).await;
                 }
                 Ok(None) => {
                     tokio::select! {
@@ -75,14 +53,29 @@ impl JobService {
                         () = tokio::time::sleep(IDLE_POLL) => {}
                     }
                 }
-                Err(_) => tokio::time::sleep(IDLE_POLL).await,
+                Err(()) => tokio::time::sleep(IDLE_POLL).await,
             }
         }
     }
 
-    /// Run one claimed attempt to its end and record it.
+    /// Claim the next ready job that fits, with its control registered and its
+    /// capacity reserved. `Err` once logged.
+    async fn claim(&self, worker_id: &str) -> Result<Option<(Job, Control)>, ()> {
+        let mut claiming = Claiming::new(self);
+        let claimed = self
+            .store()
+            .job_claim(worker_id, now_ms(), &mut |job: &Job| claiming.fits(job))
+            .await;
+        claiming.settle(claimed).map_err(|e| {
+            tracing::error!(worker = %worker_id, error = %e, "cannot claim a job");
+        })
+    }
+
+    /// Run one claimed attempt to its end and record it. Its capacity is
+    /// released before the end is recorded; the job the worker claimed in the
+    /// same write, if any, is returned.
     #[tracing::instrument(skip_all, fields(job = %job.id, name = %job.name))]
-    async fn execute(&self, job: Job, control: Control) {
+    async fn execute(&self, job: Job, control: Control, worker_id: &str) -> Option<(Job, Control)> {
         let id = job.id;
         let attempt = job.last_attempt().map_or(1, |a| a.number);
         let log = self.logs().writer(id);
@@ -105,8 +98,7 @@ impl JobService {
                 OpCommand::None => Next::Final(Status::Error),
                 c => Next::Final(final_of(c)),
             };
-            self.record(&job, end, next).await;
-            return;
+            return self.record(&job, end, next, worker_id).await;
         };
 
         // Woken as soon as the job was staged: its guest starts only once its
@@ -122,7 +114,9 @@ impl JobService {
                 &e.to_string(),
             );
             self.lock_running().remove(&id);
-            return;
+            self.inner.capacity.release(&job.capacity_map);
+            self.inner.ready.notify_one();
+            return None;
         }
         let durability_wait = waited.elapsed();
         let host = AttemptHost::new(self.clone(), id, log);
@@ -160,21 +154,48 @@ impl JobService {
             fuel_used: report.fuel_used,
             decision,
         };
-        self.record(&job, end, next).await;
+        self.record(&job, end, next, worker_id).await
     }
 
-    async fn record(&self, job: &Job, end: AttemptEnd, next: Next) {
-        match self.store().job_finish(job.id, end, next, now_ms()).await {
-            Ok(_) => {
+    /// Record the end of `job`'s attempt after releasing its capacity, and
+    /// (unless the node is shutting down) claim the worker's next job in the
+    /// same write.
+    async fn record(
+        &self,
+        job: &Job,
+        end: AttemptEnd,
+        next: Next,
+        worker_id: &str,
+    ) -> Option<(Job, Control)> {
+        self.inner.capacity.release(&job.capacity_map);
+        // A job that did not fit may fit now.
+        self.inner.ready.notify_one();
+        let recorded = if *self.shutting_down().borrow() {
+            let finished = self.store().job_finish(job.id, end, next, now_ms()).await;
+            finished.map(|_| None)
+        } else {
+            let mut claiming = Claiming::new(self);
+            let result = self
+                .store()
+                .job_finish_then_claim(job.id, end, next, now_ms(), worker_id, &mut |j: &Job| {
+                    claiming.fits(j)
+                })
+                .await;
+            claiming.settle(result.map(|(_, claimed)| claimed))
+        };
+        match recorded {
+            Ok(claimed) => {
                 self.inner
                     .attempts_recorded
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if matches!(next, Next::RetryAt(_)) {
                     self.inner.scheduled.notify_one();
                 }
+                claimed
             }
             Err(e) => {
-                tracing::error!(job = %job.id, error = %e, "cannot record the end of an attempt")
+                tracing::error!(job = %job.id, error = %e, "cannot record the end of an attempt");
+                None
             }
         }
     }
@@ -240,6 +261,55 @@ impl JobService {
             humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
         );
         (Next::RetryAt(now_ms() + wait.as_millis() as u64), why)
+    }
+}
+
+/// What a claim reserves for the job it takes, from inside the store's write
+/// lock: the job's control, registered where a stop that follows the claim
+/// finds it (no re-read needed), and its capacity.
+struct Claiming<'s> {
+    service: &'s JobService,
+    control: Control,
+    reserved: Option<std::collections::BTreeMap<String, u32>>,
+}
+
+impl<'s> Claiming<'s> {
+    fn new(service: &'s JobService) -> Self {
+        Self {
+            service,
+            control: Control::new(),
+            reserved: None,
+        }
+    }
+
+    /// The claim's `fits`: whether `job` fits the node's free capacity, which
+    /// it then reserves.
+    fn fits(&mut self, job: &Job) -> bool {
+        let fits = self.service.inner.capacity.try_reserve(&job.capacity_map);
+        if fits {
+            deliver(&self.control, job.command);
+            self.service
+                .lock_running()
+                .insert(job.id, self.control.clone());
+            self.reserved = Some(job.capacity_map.clone());
+        }
+        fits
+    }
+
+    /// The claimed job with its control; or, when the claim's write failed
+    /// after `fits` said yes, the registration and the reservation undone.
+    fn settle<E>(self, claimed: Result<Option<Job>, E>) -> Result<Option<(Job, Control)>, E> {
+        match claimed {
+            Ok(job) => Ok(job.map(|job| (job, self.control))),
+            Err(e) => {
+                let control = &self.control;
+                self.service.lock_running().retain(|_, c| !c.same(control));
+                if let Some(needs) = &self.reserved {
+                    self.service.inner.capacity.release(needs);
+                }
+                Err(e)
+            }
+        }
     }
 }
 

@@ -223,6 +223,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: u64,
     ) -> Result<Job, StoreError>;
 
+    /// [`Store::job_finish`], and in the same write [`Store::job_claim`] of the
+    /// worker's next job (`None` when nothing is ready and fits): a worker that
+    /// finished a job takes its next one in the same pass of the store's locks.
+    /// Both are written or neither.
+    async fn job_finish_then_claim(
+        &self,
+        id: Uuid,
+        end: AttemptEnd,
+        next: Next,
+        now: u64,
+        worker_id: &str,
+        fits: &mut (dyn for<'j> FnMut(&'j Job) -> bool + Send),
+    ) -> Result<(Job, Option<Job>), StoreError>;
+
     /// Stop or cancel a job (durable on return).
     async fn job_command(
         &self,

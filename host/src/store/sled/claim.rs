@@ -1,30 +1,52 @@
 //! Claiming the next ready job: the first queued job (priority, then age) that
 //! is still pending and fits the node's free capacity becomes running, with a
-//! new attempt.
+//! new attempt. A claim is one pass of the store's locks on its own, or the
+//! second half of the pass that records a worker's previous job (`finish.rs`).
 
 use uuid::Uuid;
 
 use super::SledStore;
+use super::ready::QueueKey;
 use super::staging::Batch;
+use super::write::Order;
 use crate::job::{Attempt, Job, Status};
 use crate::store::{CLAIM_SCAN, StoreError, keys};
 
+/// What a claim found: queue entries with no pending job behind them (to
+/// drop), and the job it chose, as stored.
+pub(super) type Picked = (Vec<QueueKey>, Option<Job>);
+
+/// The `fits` of a claim: called under the write lock for each candidate, in
+/// queue order; it may reserve the job's capacity when it says yes.
+pub(super) type Fits<'f> = &'f mut (dyn for<'j> FnMut(&'j Job) -> bool + Send);
+
 impl SledStore {
-    /// Claim under the write lock (claims are decided one at a time); `fits`
-    /// reserves the job's capacity when it says yes.
+    /// Claim under the write lock (claims are decided one at a time).
     pub(super) fn claim(
         &self,
         worker_id: &str,
         now: u64,
-        fits: &mut (dyn for<'j> FnMut(&'j Job) -> bool + Send),
+        fits: Fits<'_>,
     ) -> Result<Option<Job>, StoreError> {
         let _w = self.lock();
+        let (stale, chosen) = self.pick(fits)?;
+        if stale.is_empty() && chosen.is_none() {
+            return Ok(None);
+        }
+        let order = self.order();
+        let mut batch = Batch::default();
+        let claimed = self.stage_claim(&order, &mut batch, (stale, chosen), worker_id, now)?;
+        self.apply(batch, order)?;
+        Ok(claimed)
+    }
+
+    /// Find the job to claim. The caller holds the write lock: no other claim,
+    /// submit or command changes a queued job meanwhile.
+    pub(super) fn pick(&self, fits: Fits<'_>) -> Result<Picked, StoreError> {
         let mut stale = Vec::new();
-        let mut chosen = None;
         // The queue in memory: a claim reads no index from sled, and mostly no
         // record either (the queue keeps those it staged). The queue is locked
-        // per candidate only: finishes stage through it meanwhile. Under the
-        // write lock no other claim, submit or command changes a queued job.
+        // per candidate only: finishes stage through it meanwhile.
         let mut after = None;
         for _ in 0..CLAIM_SCAN {
             let Some((key, record)) = self.lock_queue().next_claimable(after.as_ref()) else {
@@ -39,50 +61,56 @@ impl SledStore {
             match job {
                 Some(job) if job.status == Status::Pending => {
                     if fits(&job) {
-                        chosen = Some(job);
-                        break;
+                        return Ok((stale, Some(job)));
                     }
                 }
                 // An index entry without a pending job behind it: drop it.
                 _ => stale.push(key),
             }
         }
-        let mut batch = Batch::default();
+        Ok((stale, None))
+    }
+
+    /// Stage what [`SledStore::pick`] found: the stale entries' removal and the
+    /// chosen job's start (running, with a new attempt on `worker_id`).
+    pub(super) fn stage_claim(
+        &self,
+        order: &Order<'_>,
+        batch: &mut Batch,
+        (stale, chosen): Picked,
+        worker_id: &str,
+        now: u64,
+    ) -> Result<Option<Job>, StoreError> {
         for key in stale {
             batch.remove(&key[..]);
         }
-        if let Some(old) = chosen {
-            let mut job = old.clone();
-            job.status = Status::Running;
-            job.update_time = now;
-            job.started_at = Some(now);
-            job.finished_at = None;
-            let number = job.attempts.last().map_or(1, |a| a.number + 1);
-            let retry_from_id = job.attempts.last().map(|a| a.id);
-            job.attempts.push(Attempt {
-                id: Uuid::new_v4(),
-                number,
-                retry_from_id,
-                worker_id: worker_id.to_string(),
-                started_at: now,
-                finished_at: None,
-                outcome: None,
-                message: None,
-                plugin_digest: String::new(),
-                startup_us: None,
-                duration_us: None,
-                peak_memory: None,
-                fuel_used: None,
-            });
-            job.event("Started", format!("attempt {number} on {worker_id}"));
-            let order = self.order();
-            self.stage(&order, &mut batch, Some(&old), &mut job)?;
-            self.apply(batch, order)?;
-            return Ok(Some(job));
-        }
-        if !batch.is_empty() {
-            self.apply(batch, self.order())?;
-        }
-        Ok(None)
+        let Some(old) = chosen else {
+            return Ok(None);
+        };
+        let mut job = old.clone();
+        job.status = Status::Running;
+        job.update_time = now;
+        job.started_at = Some(now);
+        job.finished_at = None;
+        let number = job.attempts.last().map_or(1, |a| a.number + 1);
+        let retry_from_id = job.attempts.last().map(|a| a.id);
+        job.attempts.push(Attempt {
+            id: Uuid::new_v4(),
+            number,
+            retry_from_id,
+            worker_id: worker_id.to_string(),
+            started_at: now,
+            finished_at: None,
+            outcome: None,
+            message: None,
+            plugin_digest: String::new(),
+            startup_us: None,
+            duration_us: None,
+            peak_memory: None,
+            fuel_used: None,
+        });
+        job.event("Started", format!("attempt {number} on {worker_id}"));
+        self.stage(order, batch, Some(&old), &mut job)?;
+        Ok(Some(job))
     }
 }

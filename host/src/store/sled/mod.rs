@@ -16,6 +16,7 @@ mod changes;
 mod claim;
 mod durable;
 mod feeds;
+mod finish;
 mod ids;
 mod logs;
 mod ready;
@@ -176,50 +177,22 @@ impl Store for SledStore {
         next: Next,
         now: u64,
     ) -> Result<Job, StoreError> {
-        let end_outcome = end.outcome.clone();
-        let end_message = end.message.clone();
-        let decision = end.decision;
         self.update_running(id, |job| {
-            if let Some(a) = job.attempts.last_mut() {
-                a.finished_at = Some(now);
-                a.outcome = Some(end.outcome);
-                a.message = end.message;
-                a.plugin_digest = end.plugin_digest;
-                a.startup_us = Some(end.startup_us);
-                a.duration_us = Some(end.duration_us);
-                a.peak_memory = Some(end.peak_memory);
-                a.fuel_used = end.fuel_used;
-            }
-            if end_outcome == "killed" {
-                job.event("Killed", end_message.clone().unwrap_or_default());
-            }
-            let summary = match &end_message {
-                Some(m) => format!("{end_outcome}: {m}"),
-                None => end_outcome.clone(),
-            };
-            job.event("Terminated", summary);
-            match next {
-                Next::RetryAt(_) => job.event("Restarting", decision.clone()),
-                Next::Final(Status::Error) => job.event("Not Restarting", decision.clone()),
-                Next::Final(_) => {}
-            }
-            job.update_time = now;
-            match next {
-                Next::Final(status) => {
-                    job.status = status;
-                    job.finished_at = Some(now);
-                    if status == Status::Error {
-                        job.die_at = Some(now);
-                    }
-                }
-                Next::RetryAt(at) => {
-                    job.status = Status::Scheduled;
-                    job.run_at = Some(at);
-                    job.retries_left = job.retries_left.saturating_sub(1);
-                }
-            }
+            finish::end_attempt(job, end, next, now);
             Ok(())
         })
+    }
+
+    async fn job_finish_then_claim(
+        &self,
+        id: Uuid,
+        end: AttemptEnd,
+        next: Next,
+        now: u64,
+        worker_id: &str,
+        fits: &mut (dyn for<'j> FnMut(&'j Job) -> bool + Send),
+    ) -> Result<(Job, Option<Job>), StoreError> {
+        self.finish_then_claim(id, (end, next), now, worker_id, fits)
     }
 
     async fn job_command(

@@ -125,10 +125,6 @@ impl Batch {
     pub(super) fn writes(&self) -> impl Iterator<Item = (&[u8], Option<&IVec>)> {
         self.writes.iter().map(|(k, v, _)| (k.as_ref(), v.as_ref()))
     }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.writes.is_empty()
-    }
 }
 
 /// The staging area, its writer thread and its durability watch.

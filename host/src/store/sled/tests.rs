@@ -89,6 +89,70 @@ async fn a_claim_takes_the_latest_record_of_a_queued_job() {
     }
 }
 
+/// A worker's finish and its next claim are one write: both happen, or (the
+/// write fails) neither, and the next job stays queued for a later claim.
+#[tokio::test]
+async fn a_finish_and_the_next_claim_are_written_together() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SledStore::open(dir.path()).expect("store");
+    let (a, b) = (pending_noop(), pending_noop());
+    store
+        .job_insert_many(vec![a.clone(), b.clone()])
+        .await
+        .expect("insert");
+    let all = &mut |_: &Job| true;
+    let first = store.job_claim("w1", 2, all).await.expect("claim");
+    assert_eq!(first.map(|j| j.id), Some(a.id));
+    let success = Next::Final(Status::Success);
+
+    store.refuse_writes(true);
+    let failed = store
+        .job_finish_then_claim(a.id, attempt_end("success"), success, 3, "w1", all)
+        .await;
+    assert!(failed.is_err(), "the write was refused");
+    store.refuse_writes(false);
+    assert_eq!(
+        store.load(a.id).expect("a").map(|j| j.status),
+        Some(Status::Running)
+    );
+    assert_eq!(
+        store.load(b.id).expect("b").map(|j| j.status),
+        Some(Status::Pending)
+    );
+
+    let (done, next) = store
+        .job_finish_then_claim(a.id, attempt_end("success"), success, 4, "w1", all)
+        .await
+        .expect("finish and claim");
+    assert_eq!((done.id, done.status), (a.id, Status::Success));
+    let next = next.expect("the next job claimed");
+    assert_eq!((next.id, next.status), (b.id, Status::Running));
+    assert_eq!(next.worker_id(), Some("w1"));
+    assert_eq!(
+        store.load(a.id).expect("a").map(|j| j.status),
+        Some(Status::Success)
+    );
+    assert_eq!(
+        store.load(b.id).expect("b").map(|j| j.status),
+        Some(Status::Running)
+    );
+
+    // Nothing left to claim: the finish alone.
+    let (done, next) = store
+        .job_finish_then_claim(b.id, attempt_end("success"), success, 5, "w1", all)
+        .await
+        .expect("finish");
+    assert_eq!((done.status, next.map(|j| j.id)), (Status::Success, None));
+    // A job that is not running is refused, and nothing is claimed.
+    let again = store
+        .job_finish_then_claim(b.id, attempt_end("success"), success, 6, "w1", all)
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::Transition { .. })),
+        "{again:?}"
+    );
+}
+
 /// Run `queue` (a write that queues one job and waits for its flush) in a
 /// task, and claim the job once it is staged. The caller has paused flushes.
 async fn claim_while_unflushed<F>(
