@@ -104,6 +104,8 @@ async fn a_finish_and_the_next_claim_are_written_together() {
     let first = store.job_claim("w1", 2, all).await.expect("claim");
     assert_eq!(first.map(|j| j.id), Some(a.id));
     let success = Next::Final(Status::Success);
+    let statuses =
+        |store: &SledStore| [a.id, b.id].map(|id| store.load(id).expect("load").map(|j| j.status));
 
     store.refuse_writes(true);
     let failed = store
@@ -112,12 +114,8 @@ async fn a_finish_and_the_next_claim_are_written_together() {
     assert!(failed.is_err(), "the write was refused");
     store.refuse_writes(false);
     assert_eq!(
-        store.load(a.id).expect("a").map(|j| j.status),
-        Some(Status::Running)
-    );
-    assert_eq!(
-        store.load(b.id).expect("b").map(|j| j.status),
-        Some(Status::Pending)
+        statuses(&store),
+        [Some(Status::Running), Some(Status::Pending)]
     );
 
     let (done, next) = store
@@ -129,12 +127,8 @@ async fn a_finish_and_the_next_claim_are_written_together() {
     assert_eq!((next.id, next.status), (b.id, Status::Running));
     assert_eq!(next.worker_id(), Some("w1"));
     assert_eq!(
-        store.load(a.id).expect("a").map(|j| j.status),
-        Some(Status::Success)
-    );
-    assert_eq!(
-        store.load(b.id).expect("b").map(|j| j.status),
-        Some(Status::Running)
+        statuses(&store),
+        [Some(Status::Success), Some(Status::Running)]
     );
 
     // Nothing left to claim: the finish alone.
