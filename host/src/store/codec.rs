@@ -31,6 +31,8 @@ pub enum CodecError {
     Empty,
     #[error("record cut short")]
     Truncated,
+    #[error("bytes after the record's end")]
+    Trailing,
 }
 
 /// `value` as stored bytes.

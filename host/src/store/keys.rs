@@ -16,7 +16,7 @@
 //! | `a` | creation sequence, job id | empty: every job in creation order, one job (staged, or from earlier releases) |
 //! | `A` | first creation sequence | the `a` entries of one writer turn, packed (see `sled/logs.rs`) |
 //! | `w` | node id | worker record (JSON): heartbeats |
-//! | `m` | name | store metadata (the write probe) |
+//! | `m` | name | store metadata: the write probe (`p`), the reserved id bound (`ids`), the latest small writer turn (`turn`, see `sled/commit.rs`) |
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;

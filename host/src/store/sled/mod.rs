@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 mod changes;
 mod claim;
+mod commit;
 mod durable;
 mod feeds;
 mod finish;
@@ -78,6 +79,7 @@ impl SledStore {
             .path(dir)
             .cache_capacity(64 * 1024 * 1024)
             .open()?;
+        commit::recover(&db)?;
         let queue = ready::open(&db)?;
         let ids = ids::Ids::open(&db)?;
         let staging = Staging::start(db).map_err(|e| StoreError::Io(e.into()))?;

@@ -26,6 +26,7 @@ use std::time::Duration;
 use ::sled::IVec;
 use tokio::sync::watch;
 
+use super::commit::{Committer, Writes};
 pub(super) use super::scan::Scan;
 use super::scan::{SledItem, prefix_bounds};
 
@@ -52,7 +53,7 @@ struct Entry {
 
 /// What the writer takes for one turn: the writes, the generation they reach,
 /// whether to flush after them, and whether the store is closing.
-type Turn = (Vec<(IVec, Option<IVec>)>, u64, bool, bool);
+type Turn = (Writes, u64, bool, bool);
 
 #[derive(Debug, Default)]
 struct State {
@@ -330,6 +331,7 @@ impl Staging {
     }
 
     fn writer_loop(self: Arc<Self>) {
+        let mut committer = Committer::new(self.db.clone());
         loop {
             let (writes, generation, flush, closed) = {
                 let mut state = self.lock();
@@ -347,7 +349,7 @@ impl Staging {
                     .0;
                 state.take()
             };
-            if let Err(e) = self.apply(writes, generation, flush) {
+            if let Err(e) = self.apply(&mut committer, writes, generation, flush) {
                 tracing::error!(error = %e, "the store cannot write; acknowledged writes now fail");
                 let _previous = self.done.send_replace(Err(e.to_string()));
                 // Staged entries stay in the overlay: reads stay consistent with
@@ -362,7 +364,8 @@ impl Staging {
 
     fn apply(
         &self,
-        mut writes: Vec<(IVec, Option<IVec>)>,
+        committer: &mut Committer,
+        mut writes: Writes,
         generation: u64,
         flush: bool,
     ) -> Result<(), ::sled::Error> {
@@ -371,14 +374,7 @@ impl Staging {
             // to sled as one block each.
             super::logs::pack(&mut writes);
             let count = writes.len();
-            let mut batch = ::sled::Batch::default();
-            for (key, value) in writes {
-                match value {
-                    Some(v) => batch.insert(key, v),
-                    None => batch.remove(key),
-                }
-            }
-            self.db.apply_batch(batch)?;
+            committer.commit(writes)?;
             reclaim_garbage(count);
         }
         // sled has them (or, for new keys that ended removed, need not): drop
@@ -511,7 +507,10 @@ mod tests {
             [(iv("old"), None), (iv("q2"), Some(iv("")))],
             "no write of q1, one of each other key"
         );
-        staging.apply(writes, generation, true).expect("apply");
+        let mut committer = Committer::new(staging.db().clone());
+        staging
+            .apply(&mut committer, writes, generation, true)
+            .expect("apply");
         assert_eq!(db.get("q2").expect("get"), Some(iv("")), "a kept new key");
         assert_eq!(db.get("old").expect("get"), None, "an old key's removal");
         // A turn whose writes were all dropped still empties the overlay.
@@ -523,7 +522,9 @@ mod tests {
         staging.stage(batch);
         let (writes, generation, ..) = staging.lock().take();
         assert!(writes.is_empty());
-        staging.apply(writes, generation, false).expect("apply");
+        staging
+            .apply(&mut committer, writes, generation, false)
+            .expect("apply");
         assert!(staging.lock().overlay.is_empty());
     }
 
