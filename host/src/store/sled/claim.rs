@@ -3,6 +3,8 @@
 //! new attempt. A claim is one pass of the store's locks on its own, or the
 //! second half of the pass that records a worker's previous job (`finish.rs`).
 
+use std::sync::MutexGuard;
+
 use uuid::Uuid;
 
 use super::SledStore;
@@ -21,14 +23,14 @@ pub(super) type Picked = (Vec<QueueKey>, Option<Job>);
 pub(super) type Fits<'f> = &'f mut (dyn for<'j> FnMut(&'j Job) -> bool + Send);
 
 impl SledStore {
-    /// Claim under the write lock (claims are decided one at a time).
+    /// Claim under the write lock `_w` (claims are decided one at a time).
     pub(super) fn claim(
         &self,
+        _w: MutexGuard<'_, ()>,
         worker_id: &str,
         now: u64,
         fits: Fits<'_>,
     ) -> Result<Option<Job>, StoreError> {
-        let _w = self.lock();
         let (stale, chosen) = self.pick(fits)?;
         if stale.is_empty() && chosen.is_none() {
             return Ok(None);

@@ -2,6 +2,8 @@
 //! or a retry after a back-off), alone or together with the claim of the
 //! worker's next job.
 
+use std::sync::MutexGuard;
+
 use uuid::Uuid;
 
 use super::SledStore;
@@ -18,14 +20,14 @@ impl SledStore {
     /// finishes (the runtime threads slept in those locks).
     pub(super) fn finish_then_claim(
         &self,
+        _w: MutexGuard<'_, ()>,
         id: Uuid,
         (end, next): (AttemptEnd, Next),
         now: u64,
         worker_id: &str,
         fits: Fits<'_>,
     ) -> Result<(Job, Option<Job>), StoreError> {
-        // The write lock first, then the job's stripe (see `stripe`).
-        let _w = self.lock();
+        // The write lock `_w` first, then the job's stripe (see `stripe`).
         let _s = self.stripe(id);
         let old = self.must_load(id)?;
         if old.status != Status::Running {

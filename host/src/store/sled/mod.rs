@@ -149,7 +149,8 @@ impl Store for SledStore {
         now: u64,
         fits: &mut (dyn for<'j> FnMut(&'j Job) -> bool + Send),
     ) -> Result<Option<Job>, StoreError> {
-        self.claim(worker_id, now, fits)
+        let w = self.lock_yielding().await;
+        self.claim(w, worker_id, now, fits)
     }
 
     async fn job_checkin(
@@ -194,7 +195,8 @@ impl Store for SledStore {
         worker_id: &str,
         fits: &mut (dyn for<'j> FnMut(&'j Job) -> bool + Send),
     ) -> Result<(Job, Option<Job>), StoreError> {
-        self.finish_then_claim(id, (end, next), now, worker_id, fits)
+        let w = self.lock_yielding().await;
+        self.finish_then_claim(w, id, (end, next), now, worker_id, fits)
     }
 
     async fn job_command(

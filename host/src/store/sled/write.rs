@@ -14,6 +14,9 @@ use super::staging::Batch;
 use crate::job::{Job, Kind, Status};
 use crate::store::{ChangeRecord, HookRecord, READY_WAKES, StoreError, codec, keys};
 
+/// See [`SledStore::lock_yielding`].
+const LOCK_YIELDS: usize = 64;
+
 impl SledStore {
     /// Stage a batch built by `stage` (the writer thread applies it) and wake
     /// whoever watches the index.
@@ -105,6 +108,28 @@ impl SledStore {
 
     pub(super) fn lock(&self) -> MutexGuard<'_, ()> {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn try_lock(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.write.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// The write lock for a worker's claim: while another holds it, the worker
+    /// yields its runtime thread to other tasks (another worker's guest)
+    /// instead of putting the thread to sleep, then blocks as [`Self::lock`]
+    /// after [`LOCK_YIELDS`] tries.
+    pub(super) async fn lock_yielding(&self) -> MutexGuard<'_, ()> {
+        for _ in 0..LOCK_YIELDS {
+            if let Some(guard) = self.try_lock() {
+                return guard;
+            }
+            tokio::task::yield_now().await;
+        }
+        self.lock()
     }
 
     /// The lock of one job's record. Whoever changes a running job's record
