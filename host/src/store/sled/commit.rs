@@ -72,13 +72,7 @@ impl Committer {
             }
             return Ok(());
         }
-        let mut batch = ::sled::Batch::default();
-        for (key, value) in writes {
-            match value {
-                Some(v) => batch.insert(key, v),
-                None => batch.remove(key),
-            }
-        }
+        let mut batch = batch_of(writes);
         if self.turn_stored {
             batch.remove(&TURN_KEY[..]);
         }
@@ -98,6 +92,15 @@ pub(super) fn recover(db: &Db) -> Result<(), StoreError> {
         key: "m/turn".into(),
         source,
     })?;
+    let mut batch = batch_of(writes);
+    batch.remove(&TURN_KEY[..]);
+    db.apply_batch(batch)?;
+    db.flush()?;
+    Ok(())
+}
+
+/// `writes` as one sled batch (atomic across a crash).
+fn batch_of(writes: Writes) -> ::sled::Batch {
     let mut batch = ::sled::Batch::default();
     for (key, value) in writes {
         match value {
@@ -105,10 +108,7 @@ pub(super) fn recover(db: &Db) -> Result<(), StoreError> {
             None => batch.remove(key),
         }
     }
-    batch.remove(&TURN_KEY[..]);
-    db.apply_batch(batch)?;
-    db.flush()?;
-    Ok(())
+    batch
 }
 
 fn encoded_len(writes: &Writes) -> usize {

@@ -6,10 +6,12 @@
 //! drain at ~2-4k jobs/s with the tokio threads blocked in the kernel. So writers
 //! do not call sled. Each store operation stages its whole change (every key it
 //! sets or removes) here, under the store's write lock, and returns; one writer
-//! thread applies everything staged since its last turn as **one** sled batch
-//! (atomic across a crash: a crash keeps a prefix of whole operations), then
-//! flushes if someone waits for durability. Under load one batch and one flush
-//! cover hundreds of operations; when idle a lone write costs one of each.
+//! thread applies everything staged since its last turn as **one** commit
+//! (atomic across a crash: a crash keeps a prefix of whole operations; a large
+//! turn is one sled batch, a small one plain writes behind a turn key, see
+//! `commit.rs`), then flushes if someone waits for durability. Under load one
+//! commit and one flush cover hundreds of operations; when idle a lone write
+//! costs one of each.
 //!
 //! Until the writer has applied an entry, reads find it here: [`Staging::get`]
 //! looks here first, then in sled, and [`Staging::scan`] merges both in key order
