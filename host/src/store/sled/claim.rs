@@ -8,9 +8,9 @@ use std::sync::MutexGuard;
 use uuid::Uuid;
 
 use super::SledStore;
+use super::locks::Order;
 use super::ready::QueueKey;
 use super::staging::Batch;
-use super::write::Order;
 use crate::job::{Attempt, Job, Status};
 use crate::store::{CLAIM_SCAN, StoreError, keys};
 

@@ -19,6 +19,7 @@ mod durable;
 mod feeds;
 mod finish;
 mod ids;
+mod locks;
 mod logs;
 mod ready;
 mod scan;
@@ -49,7 +50,7 @@ pub struct SledStore {
     running: Mutex<std::collections::HashMap<Uuid, Job>>,
     /// Per-job locks (by id), see [`SledStore::stripe`].
     stripes: Box<[Mutex<()>]>,
-    /// See [`write::Order`].
+    /// See [`locks::Order`].
     order: Mutex<()>,
     /// Job sequences, modify indexes, changefeed ids (see `ids.rs`).
     ids: ids::Ids,

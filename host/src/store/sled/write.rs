@@ -3,19 +3,16 @@
 //! and its webhook delivery, checked against the allowed transitions, and applied
 //! atomically under the write lock.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::MutexGuard;
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use uuid::Uuid;
 
 use super::SledStore;
+use super::locks::Order;
 use super::staging::Batch;
 use crate::job::{Job, Kind, Status};
 use crate::store::{ChangeRecord, HookRecord, READY_WAKES, StoreError, codec, keys};
-
-/// See [`SledStore::lock_yielding`].
-const LOCK_YIELDS: usize = 64;
 
 impl SledStore {
     /// Stage a batch built by `stage` (the writer thread applies it) and wake
@@ -104,60 +101,6 @@ impl SledStore {
         value: &T,
     ) -> Result<Vec<u8>, StoreError> {
         codec::encode(value).map_err(|source| StoreError::Corrupt { key, source })
-    }
-
-    pub(super) fn lock(&self) -> MutexGuard<'_, ()> {
-        self.write.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn try_lock(&self) -> Option<MutexGuard<'_, ()>> {
-        match self.write.try_lock() {
-            Ok(guard) => Some(guard),
-            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        }
-    }
-
-    /// The write lock for a worker's claim: while another holds it, the worker
-    /// yields its runtime thread to other tasks (another worker's guest)
-    /// instead of putting the thread to sleep, then blocks as [`Self::lock`]
-    /// after [`LOCK_YIELDS`] tries.
-    pub(super) async fn lock_yielding(&self) -> MutexGuard<'_, ()> {
-        for _ in 0..LOCK_YIELDS {
-            if let Some(guard) = self.try_lock() {
-                return guard;
-            }
-            tokio::task::yield_now().await;
-        }
-        self.lock()
-    }
-
-    /// The lock of one job's record. Whoever changes a running job's record
-    /// holds it ([`SledStore::update_running`] holds only it); the write lock
-    /// comes first when both are taken.
-    pub(super) fn stripe(&self, id: Uuid) -> MutexGuard<'_, ()> {
-        let n = (id.as_u128() % self.stripes.len() as u128) as usize;
-        self.stripes[n].lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The order lock, taken last (after the write lock and any stripe) and
-    /// held from a batch's first id to its staging: see [`Order`].
-    pub(super) fn order(&self) -> Order<'_> {
-        Order {
-            _held: self.order.lock().unwrap_or_else(|p| p.into_inner()),
-        }
-    }
-
-    pub(super) fn lock_queue(&self) -> MutexGuard<'_, super::ready::ReadyQueue> {
-        super::ready::lock(&self.queue)
-    }
-
-    pub(super) fn lock_running(&self) -> MutexGuard<'_, HashMap<Uuid, Job>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(super) fn lock_unflushed(&self) -> MutexGuard<'_, HashMap<Uuid, u64>> {
-        self.unflushed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(super) fn load(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
@@ -349,16 +292,6 @@ impl SledStore {
     }
 }
 
-/// Proof that the store's order lock is held. Ids that readers page or wait by
-/// (modify indexes, changefeed ids, webhook sequence numbers) are taken and
-/// staged under it, so they become visible in the order they were taken: a
-/// blocking query that saw index 11 never misses a change at 10 staged after it.
-/// (The write lock gave that order while every writer held it; check-ins and
-/// finishes now hold only their job's stripe.)
-pub(super) struct Order<'a> {
-    _held: MutexGuard<'a, ()>,
-}
-
 /// The index entries a job in its current state must have.
 fn index_entries(job: &Job) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::with_capacity(2);
@@ -388,6 +321,7 @@ fn index_entries(job: &Job) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
     use super::*;
