@@ -114,8 +114,7 @@ impl JobService {
                 &e.to_string(),
             );
             self.lock_running().remove(&id);
-            self.inner.capacity.release(&job.capacity_map);
-            self.inner.ready.notify_one();
+            self.release_capacity(&job);
             return None;
         }
         let durability_wait = waited.elapsed();
@@ -157,6 +156,13 @@ impl JobService {
         self.record(&job, end, next, worker_id).await
     }
 
+    /// Give `job`'s capacity back to the node; a queued job that did not fit
+    /// may fit now.
+    fn release_capacity(&self, job: &Job) {
+        self.inner.capacity.release(&job.capacity_map);
+        self.inner.ready.notify_one();
+    }
+
     /// Record the end of `job`'s attempt after releasing its capacity, and
     /// (unless the node is shutting down) claim the worker's next job in the
     /// same write.
@@ -167,9 +173,7 @@ impl JobService {
         next: Next,
         worker_id: &str,
     ) -> Option<(Job, Control)> {
-        self.inner.capacity.release(&job.capacity_map);
-        // A job that did not fit may fit now.
-        self.inner.ready.notify_one();
+        self.release_capacity(job);
         let recorded = if *self.shutting_down().borrow() {
             let finished = self.store().job_finish(job.id, end, next, now_ms()).await;
             finished.map(|_| None)

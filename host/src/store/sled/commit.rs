@@ -234,6 +234,7 @@ mod tests {
         committer
             .commit(vec![(iv("k"), Some(iv("small")))])
             .expect("small");
+        assert_eq!(db.get("k").expect("get"), Some(iv("small")));
         assert!(db.get(TURN_KEY).expect("get").is_some());
         let big = IVec::from(vec![7u8; SMALL_TURN_BYTES]);
         committer

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::SledStore;
 use super::claim::Fits;
 use super::staging::Batch;
+use super::write::must_be_running;
 use crate::job::{Job, Status};
 use crate::store::{AttemptEnd, Next, StoreError};
 
@@ -30,13 +31,7 @@ impl SledStore {
         // The write lock `_w` first, then the job's stripe (see `stripe`).
         let _s = self.stripe(id);
         let old = self.must_load(id)?;
-        if old.status != Status::Running {
-            return Err(StoreError::Transition {
-                id,
-                from: old.status,
-                to: Status::Running,
-            });
-        }
+        must_be_running(&old)?;
         let mut new = old.clone();
         end_attempt(&mut new, end, next, now);
         let picked = self.pick(fits)?;

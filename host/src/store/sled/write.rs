@@ -257,13 +257,7 @@ impl SledStore {
         change: impl FnOnce(&mut Job) -> Result<(), StoreError>,
     ) -> Result<Job, StoreError> {
         self.update_in_stripe(id, |job| {
-            if job.status != Status::Running {
-                return Err(StoreError::Transition {
-                    id,
-                    from: job.status,
-                    to: Status::Running,
-                });
-            }
+            must_be_running(job)?;
             change(job)
         })
     }
@@ -290,6 +284,18 @@ impl SledStore {
         job.run_at = None;
         Ok(())
     }
+}
+
+/// Refuse (`Transition`) a change meant for a running job when `job` is not.
+pub(super) fn must_be_running(job: &Job) -> Result<(), StoreError> {
+    if job.status == Status::Running {
+        return Ok(());
+    }
+    Err(StoreError::Transition {
+        id: job.id,
+        from: job.status,
+        to: Status::Running,
+    })
 }
 
 /// The index entries a job in its current state must have.
