@@ -129,6 +129,7 @@ mod tests {
             );
         }
         assert!(all.windows(2).all(|w| w[0] < w[1]), "ids grow: {all:?}");
+        store.staging.settled().await;
         let blocks = store.staging.db().scan_prefix([keys::CHANGE_BLOCK]).count();
         assert!(blocks >= 3, "{blocks} blocks for three flushed turns");
 
@@ -171,6 +172,7 @@ mod tests {
         let store = SledStore::open(dir.path()).expect("store");
         let id = store.change_append(change("a")).await.expect("append");
         store.flush().await.expect("flush");
+        store.staging.settled().await;
         let db = store.staging.db();
         let (key, block) = db
             .scan_prefix([keys::CHANGE_BLOCK])

@@ -8,15 +8,18 @@
 //! trace` while one client submitted: two `sync_file_range` per submit, ~110 µs
 //! each, the largest part of a lone durable submit.
 //!
-//! A small turn goes to sled as plain writes instead, all in the same log buffer
-//! (one sync at the flush): first the whole turn as one value under one key
-//! ([`TURN_KEY`]), then each of its keys. sled recovers a prefix of its log, so
-//! after a crash either the turn key is there, and [`recover`] applies the turn
-//! again (every write sets a key's final value: applying it twice is applying
-//! it once), or none of the turn is. A large turn is one `apply_batch` (one
-//! more sync is nothing next to hundreds of keys) that also removes the turn
-//! key, and so does the recovery: the key only ever holds the latest turn, so
-//! applying it again never undoes a later write.
+//! A small turn goes to sled as plain writes instead: first the whole turn as
+//! one value under one key ([`TURN_KEY`]), which is all a durability wait needs
+//! (one sync at the flush); then, once the waiters are answered, each of its
+//! keys ([`Committer::settle`]; readers see them in the overlay meanwhile).
+//! sled recovers a prefix of its log, so after a crash either the turn key is
+//! there, and [`recover`] applies the turn again (every write sets a key's
+//! final value: applying it twice is applying it once), or none of the turn
+//! is. A turn's own writes precede the next turn's key in the log, so the key
+//! only ever needs to hold the latest turn. A large turn is one `apply_batch`
+//! (one more sync is nothing next to hundreds of keys) that also removes the
+//! turn key, and so does the recovery: applying the key again never undoes a
+//! later write.
 
 use ::sled::{Db, IVec};
 
@@ -44,6 +47,9 @@ pub(super) struct Committer {
     db: Db,
     /// Whether sled holds a turn under [`TURN_KEY`].
     turn_stored: bool,
+    /// The writes of the small turn under [`TURN_KEY`] not yet applied to
+    /// their own keys.
+    unsettled: Writes,
 }
 
 impl Committer {
@@ -52,24 +58,22 @@ impl Committer {
         Self {
             db,
             turn_stored: false,
+            unsettled: Writes::new(),
         }
     }
 
     /// Write `writes` to sled, all of them or (after a crash) none; durable at
-    /// the next flush.
+    /// the next flush. A small turn reaches its own keys only at
+    /// [`Committer::settle`]: until then sled has it under [`TURN_KEY`] alone.
     pub(super) fn commit(&mut self, writes: Writes) -> Result<(), ::sled::Error> {
+        self.settle()?;
         if writes.is_empty() {
             return Ok(());
         }
         if encoded_len(&writes) <= SMALL_TURN_BYTES {
             self.db.insert(TURN_KEY, encode(&writes))?;
             self.turn_stored = true;
-            for (key, value) in writes {
-                match value {
-                    Some(v) => self.db.insert(key, v)?,
-                    None => self.db.remove(key)?,
-                };
-            }
+            self.unsettled = writes;
             return Ok(());
         }
         let mut batch = batch_of(writes);
@@ -78,6 +82,18 @@ impl Committer {
         }
         self.db.apply_batch(batch)?;
         self.turn_stored = false;
+        Ok(())
+    }
+
+    /// Apply the last small turn's writes to their own keys (before the next
+    /// turn's key, so that key may replace this one).
+    pub(super) fn settle(&mut self) -> Result<(), ::sled::Error> {
+        for (key, value) in std::mem::take(&mut self.unsettled) {
+            match value {
+                Some(v) => self.db.insert(key, v)?,
+                None => self.db.remove(key)?,
+            };
+        }
         Ok(())
     }
 }
@@ -228,12 +244,52 @@ mod tests {
     }
 
     #[test]
+    fn a_small_turn_is_durable_by_its_key_until_settled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || ::sled::Config::new().path(dir.path()).open().expect("open");
+        let db = open();
+        db.insert("gone", "x").expect("insert");
+        let mut committer = Committer::new(db.clone());
+        let turn = vec![(iv("k1"), Some(iv("v1"))), (iv("gone"), None)];
+        committer.commit(turn.clone()).expect("commit");
+        // What a durability wait sees flushed: the turn key, not its writes.
+        db.flush().expect("flush");
+        assert_eq!(db.get("k1").expect("get"), None);
+        assert_eq!(db.get("gone").expect("get"), Some(iv("x")));
+        // A crash before the writes are settled: the open applies the turn.
+        drop((committer, db));
+        let db = open();
+        recover(&db).expect("recover");
+        assert_eq!(db.get("k1").expect("get"), Some(iv("v1")));
+        assert_eq!(db.get("gone").expect("get"), None);
+        assert_eq!(db.get(TURN_KEY).expect("get"), None);
+        // Settled, the writes are under their own keys; the next turn's key
+        // replaces this one's.
+        let mut committer = Committer::new(db.clone());
+        committer
+            .commit(vec![(iv("k2"), Some(iv("v2")))])
+            .expect("commit");
+        committer.settle().expect("settle");
+        assert_eq!(db.get("k2").expect("get"), Some(iv("v2")));
+        committer
+            .commit(vec![(iv("k3"), Some(iv("v3")))])
+            .expect("commit");
+        let stored = db.get(TURN_KEY).expect("get").expect("turn key");
+        assert_eq!(
+            decode(&stored).expect("decode"),
+            [(iv("k3"), Some(iv("v3")))]
+        );
+        assert_eq!(db.get("k2").expect("get"), Some(iv("v2")));
+    }
+
+    #[test]
     fn a_large_turn_retires_the_small_one_before_it() {
         let (_dir, db) = temp_db();
         let mut committer = Committer::new(db.clone());
         committer
             .commit(vec![(iv("k"), Some(iv("small")))])
             .expect("small");
+        committer.settle().expect("settle");
         assert_eq!(db.get("k").expect("get"), Some(iv("small")));
         assert!(db.get(TURN_KEY).expect("get").is_some());
         let big = IVec::from(vec![7u8; SMALL_TURN_BYTES]);

@@ -268,6 +268,7 @@ mod tests {
             all.extend(jobs.iter().map(|j| j.id));
             store.job_insert_many(jobs).await.expect("insert");
         }
+        store.staging.settled().await;
         let blocks = store.staging.db().scan_prefix([keys::ALL_BLOCK]).count();
         assert!(blocks >= 4, "{blocks} blocks for four flushed inserts");
         assert_eq!(store.staging.db().scan_prefix([keys::ALL]).count(), 3);

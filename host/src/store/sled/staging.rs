@@ -141,6 +141,9 @@ pub(super) struct Staging {
     gate: RwLock<()>,
     /// The durable generation, or the writer's fatal error.
     done: watch::Sender<Result<u64, String>>,
+    /// Tests hold it shared to stop the writer before its next flush.
+    #[cfg(test)]
+    flush_pause: RwLock<()>,
 }
 
 impl Staging {
@@ -158,6 +161,8 @@ impl Staging {
             wake: Condvar::new(),
             gate: RwLock::new(()),
             done: watch::channel(Ok(0)).0,
+            #[cfg(test)]
+            flush_pause: RwLock::new(()),
         })
     }
 
@@ -250,11 +255,29 @@ impl Staging {
         read(Held { staging: self })
     }
 
-    /// Hold the writer after its next apply, before it flushes, until the guard
-    /// drops (it waits for the gate to prune the overlay).
+    /// Wait until sled holds every write staged so far under its own key (a
+    /// small turn is durable under the turn key first; tests reading sled
+    /// directly wait for this).
+    #[cfg(test)]
+    pub(super) async fn settled(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            {
+                let state = self.lock();
+                if state.overlay.is_empty() && !state.has_untaken() {
+                    return;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "writes never settled");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Hold the writer after its next commit, before it flushes, until the
+    /// guard drops.
     #[cfg(test)]
     pub(super) fn pause_flushes(&self) -> std::sync::RwLockReadGuard<'_, ()> {
-        self.gate.read().unwrap_or_else(|p| p.into_inner())
+        self.flush_pause.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The first staged entry of `window` in scan order (`rev`: the last); the
@@ -371,25 +394,27 @@ impl Staging {
         generation: u64,
         flush: bool,
     ) -> Result<(), ::sled::Error> {
-        if !writes.is_empty() {
-            // The turn's changefeed records and creation-order entries go
-            // to sled as one block each.
-            super::logs::pack(&mut writes);
-            let count = writes.len();
-            committer.commit(writes)?;
-            reclaim_garbage(count);
-        }
-        // sled has them (or, for new keys that ended removed, need not): drop
-        // them from the overlay, unless staged again since.
-        {
-            let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
-            self.lock().overlay.retain(|_, e| e.generation > generation);
-        }
+        // The turn's changefeed records and creation-order entries go to sled
+        // as one block each.
+        super::logs::pack(&mut writes);
+        let count = writes.len();
+        committer.commit(writes)?;
+        #[cfg(test)]
+        drop(self.flush_pause.write().unwrap_or_else(|p| p.into_inner()));
         if flush {
             self.db.flush()?;
             self.lock().durable = generation;
             let _previous = self.done.send_replace(Ok(generation));
         }
+        // Off the waiters' path: a small turn's own keys.
+        committer.settle()?;
+        if count > 0 {
+            reclaim_garbage(count);
+        }
+        // sled has them (or, for new keys that ended removed, need not): drop
+        // them from the overlay, unless staged again since.
+        let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        self.lock().overlay.retain(|_, e| e.generation > generation);
         Ok(())
     }
 }
@@ -479,9 +504,10 @@ mod tests {
         );
         staging.spawn_writer().expect("writer");
         staging.durable().await.expect("durable");
+        // Applied entries leave the overlay once in sled (after the flush).
+        staging.settled().await;
         assert_eq!(db.get("a1").expect("get"), Some(iv("new")), "applied");
         assert_eq!(db.get("a3").expect("get"), None, "removed");
-        assert!(staging.lock().overlay.is_empty(), "applied entries leave");
         assert_eq!(keys(staging.scan_prefix(b"a")), ["a1", "a2", "a5", "a6"]);
         staging.close();
     }

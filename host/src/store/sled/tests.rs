@@ -194,7 +194,7 @@ async fn held_until_flushed(store: &SledStore, id: Uuid, paused: impl Sized) {
 /// `job_durable` holds it back until the write that queued it is flushed:
 /// a submit, a submit abandoned by its client while it waited, and a retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-// Holding the gate across the awaits is the point: it pauses the writer.
+// Holding the pause across the awaits is the point: it holds the flush.
 #[expect(clippy::await_holding_lock)]
 async fn a_claimed_job_is_held_until_the_write_that_queued_it_is_flushed() {
     let dir = tempfile::tempdir().expect("dir");
