@@ -55,7 +55,7 @@ pub(super) fn append(store: &SledStore, mut record: ChangeRecord) -> Result<u64,
     let mut batch = Batch::default();
     batch.insert(
         &keys::seq_key(keys::CHANGE, id)[..],
-        SledStore::encode(format!("change {id}"), &record)?,
+        SledStore::encode(|| format!("change {id}"), &record)?,
     );
     store.apply(batch, order)?;
     Ok(id)

@@ -97,7 +97,7 @@ pub(super) fn hook_retry(store: &SledStore, hook: &HookRecord) -> Result<(), Sto
     let mut batch = Batch::default();
     batch.insert(
         &key[..],
-        SledStore::encode(format!("hook {}", hook.seq), hook)?,
+        SledStore::encode(|| format!("hook {}", hook.seq), hook)?,
     );
     store.apply(batch, store.order())
 }
@@ -152,7 +152,7 @@ pub(super) fn worker_heartbeat(store: &SledStore, worker: &WorkerRecord) -> Resu
     let mut batch = Batch::default();
     batch.insert(
         key,
-        SledStore::encode(format!("worker {}", worker.id), worker)?,
+        SledStore::encode(|| format!("worker {}", worker.id), worker)?,
     );
     store.apply(batch, store.order())
 }

@@ -96,11 +96,13 @@ impl SledStore {
         Ok(())
     }
 
+    /// `value` encoded; `key` names it in the error (built only then: this
+    /// runs for every record the store writes).
     pub(super) fn encode<T: serde::Serialize>(
-        key: String,
+        key: impl FnOnce() -> String,
         value: &T,
     ) -> Result<Vec<u8>, StoreError> {
-        codec::encode(value).map_err(|source| StoreError::Corrupt { key, source })
+        codec::encode(value).map_err(|source| StoreError::Corrupt { key: key(), source })
     }
 
     pub(super) fn load(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
@@ -182,7 +184,7 @@ impl SledStore {
             };
             batch.insert(
                 &keys::seq_key(keys::CHANGE, id)[..],
-                Self::encode(format!("change {id}"), &change)?,
+                Self::encode(|| format!("change {id}"), &change)?,
             );
         }
         if let Some(url) = &new.status_hook
@@ -199,7 +201,7 @@ impl SledStore {
             };
             batch.insert(
                 &keys::seq_key(keys::HOOK, seq)[..],
-                Self::encode(format!("hook {seq}"), &hook)?,
+                Self::encode(|| format!("hook {seq}"), &hook)?,
             );
         }
         let before: BTreeSet<Vec<u8>> = old
@@ -223,7 +225,7 @@ impl SledStore {
         }
         batch.insert(
             &keys::job(new.id)[..],
-            Self::encode(new.id.to_string(), new)?,
+            Self::encode(|| new.id.to_string(), new)?,
         );
         // A running job's record is read back by its check-ins and its finish:
         // they take it from memory instead of decoding it again.
