@@ -8,8 +8,9 @@
 //! sets or removes) here, under the store's write lock, and returns; one writer
 //! thread applies everything staged since its last turn as **one** commit
 //! (atomic across a crash: a crash keeps a prefix of whole operations; a large
-//! turn is one sled batch, a small one plain writes behind a turn key, see
-//! `commit.rs`), then flushes if someone waits for durability. Under load one
+//! turn is one sled batch, a small one a turn key holding all of it, see
+//! `commit.rs`), then flushes if someone waits for durability and answers the
+//! waiters, and only then writes a small turn's keys one by one. Under load one
 //! commit and one flush cover hundreds of operations; when idle a lone write
 //! costs one of each.
 //!
