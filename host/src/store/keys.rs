@@ -4,7 +4,8 @@
 //! | prefix | key | value |
 //! |---|---|---|
 //! | `j` | job id (UUIDv7: time-ordered) | job record (JSON) |
-//! | `q` | inverted priority, sequence, job id | empty: the ready queue |
+//! | `q` | inverted priority, sequence, job id | empty: the ready queue, one job (from earlier releases, or staged) |
+//! | `Q` | inverted priority, first sequence | the `q` entries of one writer turn and priority, packed (see `sled/queue_blocks.rs`) |
 //! | `s` | run-at ms, job id | empty: scheduled jobs and retries |
 //! | `r` | job id | empty: running jobs (crash recovery without a scan) |
 //! | `u` | sha256(name, params) | job id: live unique jobs |
@@ -23,6 +24,7 @@ use uuid::Uuid;
 
 pub(super) const JOB: u8 = b'j';
 pub(super) const QUEUE: u8 = b'q';
+pub(super) const QUEUE_BLOCK: u8 = b'Q';
 pub(super) const SCHEDULE: u8 = b's';
 pub(super) const RUNNING: u8 = b'r';
 pub(super) const UNIQUE: u8 = b'u';

@@ -24,6 +24,7 @@
 use ::sled::{Db, IVec};
 
 use super::keys;
+use super::queue_blocks::QueueBlocks;
 use crate::store::StoreError;
 use crate::store::codec::CodecError;
 
@@ -50,6 +51,8 @@ pub(super) struct Committer {
     /// The writes of the small turn under [`TURN_KEY`] not yet applied to
     /// their own keys.
     unsettled: Writes,
+    /// Packs the turns' queue entries.
+    queue: QueueBlocks,
 }
 
 impl Committer {
@@ -59,14 +62,17 @@ impl Committer {
             db,
             turn_stored: false,
             unsettled: Writes::new(),
+            queue: QueueBlocks::default(),
         }
     }
 
     /// Write `writes` to sled, all of them or (after a crash) none; durable at
     /// the next flush. A small turn reaches its own keys only at
     /// [`Committer::settle`]: until then sled has it under [`TURN_KEY`] alone.
-    pub(super) fn commit(&mut self, writes: Writes) -> Result<(), ::sled::Error> {
+    pub(super) fn commit(&mut self, mut writes: Writes) -> Result<(), ::sled::Error> {
         self.settle()?;
+        // After the settle: the blocks it rewrites are in sled under their keys.
+        self.queue.pack(&self.db, &mut writes)?;
         if writes.is_empty() {
             return Ok(());
         }

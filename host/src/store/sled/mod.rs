@@ -21,6 +21,7 @@ mod finish;
 mod ids;
 mod locks;
 mod logs;
+mod queue_blocks;
 mod ready;
 mod scan;
 mod staging;

@@ -121,19 +121,41 @@ pub(super) fn lock(queue: &Mutex<ReadyQueue>) -> MutexGuard<'_, ReadyQueue> {
     queue.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The queue of `db`: its first chunk loaded now, the rest by a thread that
-/// stops early if the store closes (it holds the queue only while it loads a
-/// chunk).
-pub(super) fn open(db: &::sled::Db) -> Result<SharedQueue, ::sled::Error> {
-    let queue = Arc::new(Mutex::new(ReadyQueue {
+/// Where the loading of the queue stands in each of the two places sled keeps
+/// entries: single `q` keys and packed `Q` blocks (see `queue_blocks.rs`).
+/// `None`: that place is loaded whole.
+#[derive(Debug, Clone)]
+struct Cursor {
+    singles: Option<Bound<IVec>>,
+    blocks: Option<Bound<IVec>>,
+}
+
+impl Cursor {
+    fn start() -> Self {
+        Self {
+            singles: Some(Bound::Included(IVec::from(&[keys::QUEUE][..]))),
+            blocks: Some(Bound::Included(IVec::from(&[keys::QUEUE_BLOCK][..]))),
+        }
+    }
+}
+
+/// A queue with nothing loaded yet.
+fn unloaded() -> SharedQueue {
+    Arc::new(Mutex::new(ReadyQueue {
         keys: BTreeSet::new(),
         // Below every `q` key: nothing is claimable until the first chunk.
         loaded_upto: Some([0; keys::QUEUE_KEY_LEN]),
         records: HashMap::new(),
         record_bytes: 0,
-    }));
-    let start = Bound::Included(IVec::from(&[keys::QUEUE][..]));
-    let Some(next) = load_chunk(db, &queue, start)? else {
+    }))
+}
+
+/// The queue of `db`: its first chunk loaded now, the rest by a thread that
+/// stops early if the store closes (it holds the queue only while it loads a
+/// chunk).
+pub(super) fn open(db: &::sled::Db) -> Result<SharedQueue, ::sled::Error> {
+    let queue = unloaded();
+    let Some(next) = load_chunk(db, &queue, Cursor::start())? else {
         return Ok(queue);
     };
     let (db, weak) = (db.clone(), Arc::downgrade(&queue));
@@ -144,15 +166,15 @@ pub(super) fn open(db: &::sled::Db) -> Result<SharedQueue, ::sled::Error> {
     Ok(queue)
 }
 
-fn keep_loading(db: ::sled::Db, queue: Weak<Mutex<ReadyQueue>>, mut next: QueueKey) {
+fn keep_loading(db: ::sled::Db, queue: Weak<Mutex<ReadyQueue>>, mut next: Cursor) {
     let mut failures = 0u32;
     loop {
         let Some(queue) = queue.upgrade() else {
             return; // the store closed
         };
-        match load_chunk(&db, &queue, Bound::Excluded(IVec::from(&next[..]))) {
-            Ok(Some(last)) => {
-                next = last;
+        match load_chunk(&db, &queue, next.clone()) {
+            Ok(Some(cursor)) => {
+                next = cursor;
                 failures = 0;
             }
             Ok(None) => return,
@@ -167,31 +189,74 @@ fn keep_loading(db: ::sled::Db, queue: Weak<Mutex<ReadyQueue>>, mut next: QueueK
     }
 }
 
-/// Load up to [`CHUNK`] keys from `start` into `queue`; the last one loaded, or
-/// `None` when the scan reached the end (the queue is then fully loaded).
+/// Up to [`CHUNK`] keys of one place from `start` (at least one whole block),
+/// the sled key to go on after, and whether there is more; appended to `out`.
+fn load_place(
+    db: &::sled::Db,
+    prefix: u8,
+    start: Bound<IVec>,
+    out: &mut Vec<QueueKey>,
+) -> Result<(Option<IVec>, bool), ::sled::Error> {
+    let end = Bound::Excluded(IVec::from(&[prefix + 1][..]));
+    let (mut taken, mut last) = (0, None);
+    for entry in db.range::<IVec, _>((start, end)) {
+        let (key, value) = entry?;
+        if taken >= CHUNK {
+            return Ok((last, true));
+        }
+        if prefix == keys::QUEUE {
+            out.extend(QueueKey::try_from(key.as_ref()).ok());
+            taken += 1;
+        } else if let Some(entries) = super::queue_blocks::entries(&key, &value) {
+            taken += entries.len().max(1);
+            out.extend(entries);
+        } else {
+            tracing::error!(key = ?key, "a queue block is corrupt: its entries are skipped");
+        }
+        last = Some(key);
+    }
+    Ok((last, false))
+}
+
+/// Load the next chunk of each place from `cursor` into `queue`; where to go
+/// on, or `None` when both places are loaded whole (the queue is then fully
+/// loaded).
 fn load_chunk(
     db: &::sled::Db,
     queue: &Mutex<ReadyQueue>,
-    start: Bound<IVec>,
-) -> Result<Option<QueueKey>, ::sled::Error> {
-    let end = Bound::Excluded(IVec::from(&[keys::QUEUE + 1][..]));
-    let mut chunk = Vec::with_capacity(CHUNK);
-    let mut more = false;
-    for entry in db.range::<IVec, _>((start, end)) {
-        let (key, _) = entry?;
-        if let Ok(key) = QueueKey::try_from(key.as_ref()) {
-            if chunk.len() == CHUNK {
-                more = true;
-                break;
-            }
-            chunk.push(key);
+    cursor: Cursor,
+) -> Result<Option<Cursor>, ::sled::Error> {
+    let mut next = Cursor {
+        singles: None,
+        blocks: None,
+    };
+    // Claims may look up to the last key loaded from a place that has more:
+    // past it, that place may hold older jobs not loaded yet.
+    let mut upto: Option<QueueKey> = None;
+    let mut loaded = Vec::new();
+    for (prefix, start, slot) in [
+        (keys::QUEUE, cursor.singles, &mut next.singles),
+        (keys::QUEUE_BLOCK, cursor.blocks, &mut next.blocks),
+    ] {
+        let Some(start) = start else { continue };
+        let from = loaded.len();
+        let (last, more) = load_place(db, prefix, start, &mut loaded)?;
+        if more {
+            *slot = last.map(Bound::Excluded);
+            // (Nothing readable loaded: nothing is claimable yet.)
+            let high = loaded[from..]
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or([0; keys::QUEUE_KEY_LEN]);
+            upto = Some(upto.map_or(high, |u| u.min(high)));
         }
     }
     let mut queue = lock(queue);
-    queue.keys.extend(chunk.iter().copied());
-    let last = chunk.last().copied();
-    queue.loaded_upto = if more { last } else { None };
-    Ok(if more { last } else { None })
+    queue.keys.extend(loaded);
+    let done = next.singles.is_none() && next.blocks.is_none();
+    queue.loaded_upto = if done { None } else { upto };
+    Ok((!done).then_some(next))
 }
 
 #[cfg(test)]
@@ -217,6 +282,58 @@ mod tests {
         q.loaded_upto = None;
         assert_eq!(q.claimable().count(), 2);
         assert!(q.is_loaded());
+    }
+
+    #[test]
+    fn single_keys_and_blocks_are_loaded_together_in_key_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = ::sled::open(dir.path()).expect("sled");
+        // More than a chunk of each: every third sequence under a single key
+        // (an earlier release's), the others packed in blocks by turns of
+        // 1000; one block and one single key of other priorities.
+        let n = 3 * CHUNK as u64 + 5;
+        let mut expected = Vec::new();
+        for seq in (0..n).step_by(3) {
+            db.insert(&key(seq)[..], &[][..]).expect("insert");
+            expected.push(key(seq));
+        }
+        let mut blocks = super::super::queue_blocks::QueueBlocks::default();
+        let packed: Vec<QueueKey> = (0..n).filter(|s| s % 3 != 0).map(key).collect();
+        let urgent = keys::queue(5, n + 1, uuid::Uuid::from_u128(1));
+        let late = keys::queue(-1, n + 2, uuid::Uuid::from_u128(2));
+        db.insert(&late[..], &[][..]).expect("insert");
+        let turns = packed.chunks(1000).count();
+        for (i, turn) in packed.chunks(1000).enumerate() {
+            // (Its sequence is the highest: in the last turn, as a store would.)
+            let mut writes: super::super::commit::Writes = turn
+                .iter()
+                .chain((i + 1 == turns).then_some(&urgent))
+                .map(|k| (IVec::from(&k[..]), Some(IVec::default())))
+                .collect();
+            blocks.pack(&db, &mut writes).expect("pack");
+            assert!(writes.iter().all(|(k, _)| k[0] == keys::QUEUE_BLOCK));
+            for (k, v) in writes {
+                db.insert(k, v.expect("an insert")).expect("insert");
+            }
+        }
+        expected.extend(packed);
+        expected.extend([urgent, late]);
+        expected.sort_unstable();
+
+        // Chunk by chunk, whatever is claimable is a prefix of the whole
+        // queue: no claim passes over an older entry not loaded yet.
+        let queue = unloaded();
+        let mut cursor = Some(Cursor::start());
+        let mut claimable = 0;
+        while let Some(at) = cursor {
+            cursor = load_chunk(&db, &queue, at).expect("load");
+            let now: Vec<QueueKey> = lock(&queue).claimable().copied().collect();
+            assert_eq!(now, expected[..now.len()]);
+            assert!(now.len() > claimable, "each chunk makes more claimable");
+            claimable = now.len();
+        }
+        assert!(lock(&queue).is_loaded());
+        assert_eq!(claimable, expected.len());
     }
 
     #[test]

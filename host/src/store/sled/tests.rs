@@ -89,6 +89,68 @@ async fn a_claim_takes_the_latest_record_of_a_queued_job() {
     }
 }
 
+/// Queued jobs reach sled packed in blocks (no key per job) and come back
+/// from them after a reopen, each once, in claim order; claimed ones are
+/// retired from their blocks, and emptied blocks go.
+#[tokio::test]
+async fn queued_jobs_are_packed_and_come_back_in_order_after_a_reopen() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut jobs: Vec<Job> = (0..300)
+        .map(|i| {
+            let mut job = pending_noop();
+            job.priority = i % 3;
+            job
+        })
+        .collect();
+    let prefixed = |store: &SledStore, prefix: u8| store.staging.db().scan_prefix([prefix]).count();
+    {
+        let store = SledStore::open(dir.path()).expect("store");
+        for batch in jobs.chunks(100) {
+            store.job_insert_many(batch.to_vec()).await.expect("insert");
+        }
+        store.staging.durable().await.expect("durable");
+        let mut claimed = Vec::new();
+        for _ in 0..100 {
+            let job = store
+                .job_claim("w", 2, &mut |_: &Job| true)
+                .await
+                .expect("claim");
+            claimed.push(job.expect("a queued job").id);
+        }
+        store.staging.durable().await.expect("durable");
+        store.staging.settled().await;
+        assert_eq!(prefixed(&store, keys::QUEUE), 0, "no single queue keys");
+        // Three turns of three priorities: nine blocks, three of them (those
+        // of priority 2) emptied by the claims.
+        assert_eq!(prefixed(&store, keys::QUEUE_BLOCK), 6);
+        // Claim order: the highest priority first, then submission order.
+        let mut order = jobs.clone();
+        order.sort_by_key(|j| std::cmp::Reverse(j.priority));
+        assert_eq!(
+            claimed,
+            order[..100].iter().map(|j| j.id).collect::<Vec<_>>()
+        );
+        jobs = order.split_off(100);
+    }
+    let store = open_when_free(dir.path()).await;
+    let mut claimed = Vec::new();
+    while let Some(job) = store
+        .job_claim("w", 2, &mut |_: &Job| true)
+        .await
+        .expect("claim")
+    {
+        claimed.push(job.id);
+    }
+    assert_eq!(claimed, jobs.iter().map(|j| j.id).collect::<Vec<_>>());
+    store.staging.durable().await.expect("durable");
+    store.staging.settled().await;
+    assert_eq!(
+        prefixed(&store, keys::QUEUE_BLOCK),
+        0,
+        "every block retired"
+    );
+}
+
 /// A worker's finish and its next claim are one write: both happen, or (the
 /// write fails) neither, and the next job stays queued for a later claim.
 #[tokio::test]
