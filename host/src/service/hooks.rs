@@ -64,7 +64,9 @@ impl JobService {
                 return;
             }
         };
-        let mut changes = self.store().watch_index();
+        // Woken by new deliveries only: the store's index changes with every
+        // write (a drain's claims and finishes kept this loop scanning).
+        let staged = self.store().hook_signal();
         let mut shutdown = self.shutting_down();
         while !*shutdown.borrow() {
             let wait = match self.deliver_hooks(&client, now_ms()).await {
@@ -80,7 +82,7 @@ impl JobService {
             }
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                _ = changes.changed() => {}
+                () = staged.notified() => {}
                 _ = shutdown.changed() => {}
             }
         }

@@ -338,6 +338,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// and waits for [`Store::job_durable`] before the guest starts.
     fn ready_signal(&self) -> Arc<tokio::sync::Notify>;
 
+    /// Notified (`notify_one`: a permit waits if nobody does) whenever a
+    /// webhook delivery is staged: the dispatcher sleeps on it instead of on
+    /// [`Store::watch_index`], which changes with every write.
+    fn hook_signal(&self) -> Arc<tokio::sync::Notify>;
+
     /// Jobs waiting in the ready queue.
     async fn queue_len(&self) -> Result<usize, StoreError>;
 

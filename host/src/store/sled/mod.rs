@@ -60,6 +60,8 @@ pub struct SledStore {
     index: watch::Sender<u64>,
     /// See [`Store::ready_signal`].
     ready: Arc<tokio::sync::Notify>,
+    /// See [`Store::hook_signal`].
+    hooks: Arc<tokio::sync::Notify>,
     /// Jobs whose queueing may not be durable yet: id -> the staging generation
     /// that queued it (see [`Store::job_durable`]). Entries are dropped once
     /// durable, when the next job is queued.
@@ -96,6 +98,7 @@ impl SledStore {
             staged_index: AtomicU64::new(0),
             index: watch::channel(0).0,
             ready: Arc::default(),
+            hooks: Arc::default(),
             unflushed: Mutex::default(),
             refuse_writes: std::sync::atomic::AtomicBool::new(false),
         })
@@ -531,6 +534,10 @@ impl Store for SledStore {
 
     fn ready_signal(&self) -> Arc<tokio::sync::Notify> {
         self.ready.clone()
+    }
+
+    fn hook_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.hooks.clone()
     }
 
     async fn queue_len(&self) -> Result<usize, StoreError> {

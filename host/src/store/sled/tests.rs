@@ -40,6 +40,33 @@ async fn staging_a_pending_job_wakes_a_waiting_worker() {
     );
 }
 
+/// The webhook dispatcher is woken when a delivery is staged, and not by
+/// writes that stage none (a drain's claims and finishes).
+#[tokio::test]
+async fn staging_a_webhook_delivery_wakes_the_dispatcher() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SledStore::open(dir.path()).expect("store");
+    let signal = store.hook_signal();
+    let quiet = std::time::Duration::from_millis(50);
+    store
+        .job_insert_many(vec![pending_noop()])
+        .await
+        .expect("insert");
+    assert!(
+        tokio::time::timeout(quiet, signal.notified())
+            .await
+            .is_err(),
+        "woken by a job without a webhook"
+    );
+    let mut hooked = pending_noop();
+    hooked.status_hook = Some("http://127.0.0.1:9/hook".into());
+    store.job_insert_many(vec![hooked]).await.expect("insert");
+    // Staged before anyone waits: the permit is kept for the next wait.
+    tokio::time::timeout(std::time::Duration::from_secs(10), signal.notified())
+        .await
+        .expect("woken by a staged delivery");
+}
+
 /// A claim takes a queued job's latest record, whether the queue kept it
 /// (staged by this process, changed while queued) or reads it from sled
 /// (queued before the store opened).

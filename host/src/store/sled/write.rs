@@ -36,6 +36,7 @@ impl SledStore {
             }
         }
         let mut queued = Vec::new();
+        let mut hooked = false;
         {
             let mut queue = self.lock_queue();
             // A batch removes a job's old index entries before it sets the new
@@ -55,6 +56,7 @@ impl SledStore {
                             queue.remove(&key);
                         }
                     }
+                    Some(&keys::HOOK) => hooked |= value.is_some(),
                     Some(&keys::JOB) => {
                         let Some(id) = keys::id_suffix(key) else {
                             continue;
@@ -89,6 +91,9 @@ impl SledStore {
             }
             newer
         });
+        if hooked {
+            self.hooks.notify_one();
+        }
         // Claimable now: wake idle workers without waiting for the flush.
         for _ in 0..queued.len().min(READY_WAKES) {
             self.ready.notify_one();
