@@ -6,12 +6,14 @@
 //! lock for the whole batch), as did the claim's locks and every store writer
 //! queued behind them.
 //!
-//! At open, the keys in sled are loaded in key order (priority, then sequence):
-//! the first [`CHUNK`] before the store is returned, the rest on a thread, so a
-//! node with a million queued jobs is ready in the time sled takes to open, not
-//! that plus a full scan (~1 s per million keys here). While loading, a claim
-//! looks only at keys up to the last one loaded: past it, older jobs may still
-//! be missing, and jobs of one priority must run in order.
+//! At open, the entries in sled (packed in `Q` blocks, see `queue_blocks.rs`,
+//! or single `q` keys from earlier releases) are loaded in key order
+//! (priority, then sequence), both places side by side: the first [`CHUNK`] of
+//! each before the store is returned, the rest on a thread, so a node with a
+//! million queued jobs is ready in the time sled takes to open, not that plus
+//! a full scan. While loading, a claim looks only at keys up to the last one
+//! loaded from a place that has more: past it, older jobs may still be
+//! missing, and jobs of one priority must run in order.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
