@@ -21,8 +21,8 @@
 //! on that). Single `q` keys from earlier releases are still read and removed.
 //!
 //! The writer reads a block back from sled when it retires its entries: every
-//! earlier turn is then in sled under its own keys (`Staging::apply` settles
-//! a small turn before it takes the next).
+//! earlier turn is then in sled under its own keys (`Committer::commit` settles
+//! the last small turn before it packs the next).
 
 use ::sled::IVec;
 
@@ -41,7 +41,7 @@ const BLOCK_V1: u8 = 1;
 type Entry = [u8; 24];
 
 /// A block's key: `Q`, the inverted priority, the first entry's sequence.
-pub(super) type BlockKey = [u8; 13];
+type BlockKey = [u8; 13];
 
 /// The block key that `key`'s block would have if `key` were its first entry.
 fn block_key_of(key: &QueueKey) -> BlockKey {
