@@ -53,10 +53,10 @@ fn view(c: ChangeRecord) -> ChangeView {
     ChangeView {
         id: c.id.to_string(),
         created_at: humantime::format_rfc3339_millis(at).to_string(),
-        category: c.category,
+        category: c.category.into_owned(),
         job_id: c.job_id.map(|j| j.to_string()),
         name: c.name,
-        status: c.status,
+        status: c.status.into_owned(),
         version: c.version,
         plugin_digest: c.plugin_digest,
     }

@@ -38,8 +38,20 @@ pub enum CodecError {
 /// `value` as stored bytes.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(256);
-    out.push(POSTCARD_V1);
-    Ok(postcard::to_extend(value, out)?)
+    encode_into(value, &mut out)?;
+    Ok(out)
+}
+
+/// `value` as stored bytes, written into `out` (cleared first): a caller that
+/// keeps `out` encodes every record without growing a new buffer for it.
+pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let mut buf = std::mem::take(out);
+    buf.clear();
+    buf.push(POSTCARD_V1);
+    // `to_extend` hands the buffer back only on success; on failure `out` is
+    // left empty (it is scratch space).
+    *out = postcard::to_extend(value, buf)?;
+    Ok(())
 }
 
 /// A record from stored bytes, in any layout this release reads.
@@ -81,6 +93,44 @@ mod tests {
         assert_eq!(bytes[0], POSTCARD_V1);
         let back: Job = decode(&bytes).expect("decode");
         assert_eq!(back, job);
+    }
+
+    #[test]
+    fn a_reused_buffer_holds_exactly_the_new_record() {
+        let mut buf = Vec::new();
+        let mut long = job();
+        long.params = "x".repeat(4000);
+        encode_into(&long, &mut buf).expect("encode");
+        let short = job();
+        encode_into(&short, &mut buf).expect("encode");
+        assert_eq!(buf, encode(&short).expect("encode"));
+        assert_eq!(decode::<Job>(&buf).expect("decode"), short);
+    }
+
+    /// A change's constant fields are borrowed when a job's transition is
+    /// recorded and owned when read back: the bytes are the same either way.
+    #[test]
+    fn a_change_record_reads_back_the_same_borrowed_or_owned() {
+        let borrowed = ChangeRecord {
+            id: 9,
+            created_at: 1,
+            category: "job".into(),
+            job_id: Some(uuid::Uuid::now_v7()),
+            name: "noop".into(),
+            status: Status::Success.as_str().into(),
+            version: 3,
+            plugin_digest: None,
+        };
+        let owned = ChangeRecord {
+            category: String::from("job").into(),
+            status: String::from("success").into(),
+            ..borrowed.clone()
+        };
+        let bytes = encode(&borrowed).expect("encode");
+        assert_eq!(bytes, encode(&owned).expect("encode"));
+        let back: ChangeRecord = decode(&bytes).expect("decode");
+        assert_eq!(back, borrowed);
+        assert!(matches!(back.status, std::borrow::Cow::Owned(_)));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod codec;
 mod keys;
 mod sled;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -47,10 +48,12 @@ pub struct ChangeRecord {
     /// Unix ms.
     pub created_at: u64,
     /// `job` for job status changes, `plugin` for plugin loads and unloads.
-    pub category: String,
+    /// (`Cow`: a job's change is recorded with every transition, and these are
+    /// constants then; read back, they are owned.)
+    pub category: Cow<'static, str>,
     pub job_id: Option<Uuid>,
     pub name: String,
-    pub status: String,
+    pub status: Cow<'static, str>,
     /// The job's revision (or 0 for plugins).
     pub version: u64,
     pub plugin_digest: Option<String>,

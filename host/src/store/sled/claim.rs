@@ -11,6 +11,7 @@ use super::SledStore;
 use super::locks::Order;
 use super::ready::QueueKey;
 use super::staging::Batch;
+use super::write::Prior;
 use crate::job::{Attempt, Job, Status};
 use crate::store::{CLAIM_SCAN, StoreError, keys};
 
@@ -86,10 +87,10 @@ impl SledStore {
         for key in stale {
             batch.remove(&key[..]);
         }
-        let Some(old) = chosen else {
+        let Some(mut job) = chosen else {
             return Ok(None);
         };
-        let mut job = old.clone();
+        let prior = Prior::of(&job);
         job.status = Status::Running;
         job.update_time = now;
         job.started_at = Some(now);
@@ -112,7 +113,7 @@ impl SledStore {
             fuel_used: None,
         });
         job.event("Started", format!("attempt {number} on {worker_id}"));
-        self.stage(order, batch, Some(&old), &mut job)?;
+        self.stage(order, batch, Some(prior), &mut job)?;
         Ok(Some(job))
     }
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::SledStore;
 use super::claim::Fits;
 use super::staging::Batch;
-use super::write::must_be_running;
+use super::write::{Prior, must_be_running};
 use crate::job::{Job, Status};
 use crate::store::{AttemptEnd, Next, StoreError};
 
@@ -30,14 +30,21 @@ impl SledStore {
     ) -> Result<(Job, Option<Job>), StoreError> {
         // The write lock `_w` first, then the job's stripe (see `stripe`).
         let _s = self.stripe(id);
-        let old = self.must_load(id)?;
-        must_be_running(&old)?;
-        let mut new = old.clone();
+        // Taken out of the running jobs' cache rather than copied: the batch
+        // drops it from there anyway. (The cache is only a cache: should this
+        // pass fail, reads decode the staged record instead.)
+        let cached = self.lock_running().remove(&id);
+        let mut new = match cached {
+            Some(job) => job,
+            None => self.must_load(id)?,
+        };
+        must_be_running(&new)?;
+        let prior = Prior::of(&new);
         end_attempt(&mut new, end, next, now);
         let picked = self.pick(fits)?;
         let order = self.order();
         let mut batch = Batch::default();
-        self.stage(&order, &mut batch, Some(&old), &mut new)?;
+        self.stage(&order, &mut batch, Some(prior), &mut new)?;
         let claimed = self.stage_claim(&order, &mut batch, picked, worker_id, now)?;
         self.apply(batch, order)?;
         Ok((new, claimed))

@@ -28,6 +28,7 @@ mod staging;
 mod write;
 
 use self::staging::{Batch, Staging};
+use self::write::Prior;
 use super::keys;
 use super::{
     AttemptEnd, ChangeRecord, CommandEffect, HookRecord, JobFilter, Next, Store, StoreError,
@@ -297,11 +298,11 @@ impl Store for SledStore {
         }
         let moved = due.len();
         let order = self.order();
-        for old in due {
-            let mut job = old.clone();
+        for mut job in due {
+            let prior = Prior::of(&job);
             self.requeue(&mut job)?;
             job.update_time = now;
-            self.stage(&order, &mut batch, Some(&old), &mut job)?;
+            self.stage(&order, &mut batch, Some(prior), &mut job)?;
         }
         self.apply(batch, order)?;
         Ok(moved)
@@ -366,8 +367,8 @@ impl Store for SledStore {
         let _w = self.lock();
         // The upstream job may be running (a guest launching a sub-job).
         let _s = self.stripe(upstream);
-        let old = self.must_load(upstream)?;
-        let mut job = old.clone();
+        let mut job = self.must_load(upstream)?;
+        let prior = Prior::of(&job);
         job.has_executions = true;
         job.update_time = now;
         job.event("Sub-job launched", child.to_string());
@@ -377,7 +378,7 @@ impl Store for SledStore {
             child.as_bytes().to_vec(),
         );
         let order = self.order();
-        self.stage(&order, &mut batch, Some(&old), &mut job)?;
+        self.stage(&order, &mut batch, Some(prior), &mut job)?;
         self.apply(batch, order)
     }
 
@@ -412,17 +413,14 @@ impl Store for SledStore {
     ) -> Result<Option<Job>, StoreError> {
         let inserted = {
             let _w = self.lock();
-            let Some(old) = self.load(template)? else {
+            let Some(mut t) = self.load(template)? else {
                 return Ok(None);
             };
-            if old.kind != Kind::Periodic
-                || old.status != Status::Scheduled
-                || old.run_at != Some(due)
-            {
+            if t.kind != Kind::Periodic || t.status != Status::Scheduled || t.run_at != Some(due) {
                 return Ok(None);
             }
+            let prior = Prior::of(&t);
             let mut batch = Batch::default();
-            let mut t = old.clone();
             let mut inserted = None;
             let order = self.order();
             if let Some(mut exec) = execution
@@ -447,7 +445,7 @@ impl Store for SledStore {
                 t.status = Status::Success;
                 t.finished_at = Some(now);
             }
-            self.stage(&order, &mut batch, Some(&old), &mut t)?;
+            self.stage(&order, &mut batch, Some(prior), &mut t)?;
             self.apply(batch, order)?;
             inserted
         };

@@ -3,9 +3,9 @@
 //! and its webhook delivery, checked against the allowed transitions, and applied
 //! atomically under the write lock.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
+use ::sled::IVec;
 use uuid::Uuid;
 
 use super::SledStore;
@@ -13,6 +13,9 @@ use super::locks::Order;
 use super::staging::Batch;
 use crate::job::{Job, Kind, Status};
 use crate::store::{ChangeRecord, HookRecord, READY_WAKES, StoreError, codec, keys};
+
+/// Largest encoding buffer a thread keeps between records.
+const SCRATCH_KEPT: usize = 64 * 1024;
 
 impl SledStore {
     /// Stage a batch built by `stage` (the writer thread applies it) and wake
@@ -102,12 +105,26 @@ impl SledStore {
     }
 
     /// `value` encoded; `key` names it in the error (built only then: this
-    /// runs for every record the store writes).
+    /// runs for every record the store writes). Encoded into a buffer the
+    /// thread keeps, then copied once into the value sled takes: no buffer
+    /// grown and freed per record.
     pub(super) fn encode<T: serde::Serialize>(
         key: impl FnOnce() -> String,
         value: &T,
-    ) -> Result<Vec<u8>, StoreError> {
-        codec::encode(value).map_err(|source| StoreError::Corrupt { key: key(), source })
+    ) -> Result<IVec, StoreError> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with_borrow_mut(|buf| {
+            let encoded = codec::encode_into(value, buf)
+                .map(|()| IVec::from(&buf[..]))
+                .map_err(|source| StoreError::Corrupt { key: key(), source });
+            // A rare large record (big params) does not stay held per thread.
+            if buf.capacity() > SCRATCH_KEPT {
+                *buf = Vec::new();
+            }
+            encoded
+        })
     }
 
     pub(super) fn load(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
@@ -146,16 +163,17 @@ impl SledStore {
         }
     }
 
-    /// Stage `new` (replacing `old`, if any) in `batch`: the record and every index
-    /// entry its status implies, with the old entries removed. The status change is
-    /// checked here.
+    /// Stage `new` (replacing the job that was `old`, if any) in `batch`: the
+    /// record and every index entry its status implies, with the old entries
+    /// removed. The status change is checked here.
     pub(super) fn stage(
         &self,
         order: &Order<'_>,
         batch: &mut Batch,
-        old: Option<&Job>,
+        old: Option<Prior>,
         new: &mut Job,
     ) -> Result<(), StoreError> {
+        let old = old.as_ref();
         if let Some(old) = old {
             if old.status != new.status && !old.status.can_become(new.status) {
                 return Err(StoreError::Transition {
@@ -209,16 +227,11 @@ impl SledStore {
                 Self::encode(|| format!("hook {seq}"), &hook)?,
             );
         }
-        let before: BTreeSet<Vec<u8>> = old
-            .map(index_entries)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let before = old.map_or(&[][..], |o| &o.index[..]);
         let after = index_entries(new);
-        for k in &before {
+        for k in before {
             if !after.iter().any(|(a, _)| a == k) {
-                batch.remove(k.as_slice());
+                batch.remove(k.clone());
             }
         }
         // Index values are fixed by their keys: only the entries the job did not
@@ -275,14 +288,14 @@ impl SledStore {
         change: impl FnOnce(&mut Job) -> Result<(), StoreError>,
     ) -> Result<Job, StoreError> {
         let _s = self.stripe(id);
-        let old = self.must_load(id)?;
-        let mut new = old.clone();
-        change(&mut new)?;
+        let mut job = self.must_load(id)?;
+        let prior = Prior::of(&job);
+        change(&mut job)?;
         let order = self.order();
         let mut batch = Batch::default();
-        self.stage(&order, &mut batch, Some(&old), &mut new)?;
+        self.stage(&order, &mut batch, Some(prior), &mut job)?;
         self.apply(batch, order)?;
-        Ok(new)
+        Ok(job)
     }
 
     pub(super) fn requeue(&self, job: &mut Job) -> Result<(), StoreError> {
@@ -305,28 +318,55 @@ pub(super) fn must_be_running(job: &Job) -> Result<(), StoreError> {
     })
 }
 
+/// What [`SledStore::stage`] needs of a job as stored before a change, taken
+/// before the job is changed in place: a change then costs no copy of the
+/// whole record (the finish and the claim of every drained job used to clone
+/// it twice, once only to keep the old one for this).
+#[derive(Debug)]
+pub(super) struct Prior {
+    status: Status,
+    revision: u64,
+    check_in_at: Option<u64>,
+    /// The keys of its index entries.
+    index: Vec<IVec>,
+}
+
+impl Prior {
+    pub(super) fn of(job: &Job) -> Self {
+        Self {
+            status: job.status,
+            revision: job.revision,
+            check_in_at: job.check_in_at,
+            index: index_entries(job).into_iter().map(|(k, _)| k).collect(),
+        }
+    }
+}
+
 /// The index entries a job in its current state must have.
-fn index_entries(job: &Job) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// (Key and value as `IVec`s: a key of at most 22 bytes is held inline, so
+/// the running and schedule entries of every transition allocate nothing.)
+fn index_entries(job: &Job) -> Vec<(IVec, IVec)> {
+    let none = || IVec::from(&[][..]);
     let mut out = Vec::with_capacity(2);
     match job.status {
         Status::Pending => out.push((
-            keys::queue(job.priority, job.seq, job.id).to_vec(),
-            Vec::new(),
+            IVec::from(&keys::queue(job.priority, job.seq, job.id)[..]),
+            none(),
         )),
         Status::Scheduled => match (job.run_at, job.kind) {
             (Some(at), Kind::Periodic) => {
-                out.push((keys::template(at, job.id).to_vec(), Vec::new()))
+                out.push((IVec::from(&keys::template(at, job.id)[..]), none()))
             }
-            (Some(at), _) => out.push((keys::schedule(at, job.id).to_vec(), Vec::new())),
+            (Some(at), _) => out.push((IVec::from(&keys::schedule(at, job.id)[..]), none())),
             (None, _) => {}
         },
-        Status::Running => out.push((keys::running(job.id).to_vec(), Vec::new())),
+        Status::Running => out.push((IVec::from(&keys::running(job.id)[..]), none())),
         _ => {}
     }
     if job.unique && !job.status.is_final() {
         out.push((
-            keys::unique(&job.name, &job.params).to_vec(),
-            job.id.as_bytes().to_vec(),
+            IVec::from(&keys::unique(&job.name, &job.params)[..]),
+            IVec::from(&job.id.as_bytes()[..]),
         ));
     }
     out
