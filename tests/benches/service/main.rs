@@ -9,8 +9,9 @@
 //!   `LAT_SECS`, default 5): from the job's `Received` task event (stored) to its
 //!   `Started` one (claimed by a worker), p50 and p99;
 //! - in the same run, the floors the figures are compared with: the noop job
-//!   through the engine alone (instantiate + call, no store) and sled's raw write
-//!   rate (1000 small writes per flush);
+//!   through the engine alone (instantiate + call, no store), the store alone
+//!   (a worker's finish-and-claim per job, no guest: [`store_floor`]) and
+//!   sled's raw write rate (1000 small writes per flush);
 //! - RSS of the process (server and load generator together) idle and at its peak;
 //! - scale ([`scale`]): drain rate and submit p99 with 1k and with `BENCH_SCALE`
 //!   (default 1,000,000; 0 skips it) jobs queued, and the restart time with them
@@ -19,7 +20,7 @@
 //! Submitted jobs are Scheduled an hour out so the submit figures measure the
 //! submit path alone. Run: `cargo bench -p wasmjobs-tests --bench service`
 //! (`BENCH_JOBS`, default 20000; `BENCH_WORKERS`, default the product's 4;
-//! `BENCH_RUNS`, default 3; `BENCH_ONLY=submit|bulk|drain|floor|latency|scale|rss`).
+//! `BENCH_RUNS`, default 3; `BENCH_ONLY=submit|bulk|drain|floor|store|latency|scale|rss`).
 //! Prints a table, writes `target/bench-service.json`.
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use serde_json::json;
 use wasmjobs_tests::server::{SECRET, TestServer};
 
 mod scale;
+mod store_floor;
 
 /// The allocator of the `wasmjobs` binary, so the figures are the server's.
 #[global_allocator]
@@ -283,7 +285,7 @@ fn main() {
         let mut bulk = Vec::new();
         let mut drain = Vec::new();
         let mut due = Vec::new();
-        // BENCH_ONLY=submit|bulk|drain|floor|latency|scale|rss runs one figure (for profiling).
+        // BENCH_ONLY=submit|bulk|drain|floor|store|latency|scale|rss runs one figure (for profiling).
         let wants = |name: &str| only.is_empty() || only == name;
         for _ in 0..runs {
             if wants("submit") {
@@ -300,7 +302,13 @@ fn main() {
         }
         let (mut floor, mut sled_rate, mut sled_durable, mut p50, mut p99) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut store_rate, mut store_cpu) = (Vec::new(), Vec::new());
         for _ in 0..runs {
+            if wants("floor") || wants("store") {
+                let (rate, cpu_us) = store_floor::run(jobs).await;
+                store_rate.push(rate);
+                store_cpu.push(cpu_us);
+            }
             if wants("floor") {
                 floor.push(engine_floor(&s, jobs).await);
                 sled_rate.push(sled_floor(jobs, 1000));
@@ -328,6 +336,8 @@ fn main() {
         if let (Some(d), Some(f)) = (drain_median, floor_median) {
             measure("noop drain as % of the engine floor", vec![100.0 * d / f]);
         }
+        measure("store alone: finish+claim/s (1 task, no guest)", store_rate);
+        measure("store alone: CPU µs per job (all threads)", store_cpu);
         measure("sled floor: writes/s (flush per 1000)", sled_rate);
         measure("sled floor: writes/s, each flushed", sled_durable);
         measure("start latency p50 ms (stored -> guest run)", p50);

@@ -1,0 +1,89 @@
+//! The store's share of a drained job, with no guest: the calls a worker makes
+//! per job (the end of its attempt together with the claim of the next one,
+//! `job_finish_then_claim`) on a store of its own, one task, `jobs` noop jobs
+//! queued first. The drain's figure minus the engine's is the store plus the
+//! worker; this isolates the store, and its CPU per job (every thread of the
+//! process, the store's writer included) is steadier on a busy machine than
+//! a rate.
+
+use std::time::Instant;
+
+use wasmjobs::job::{Job, Kind, Status};
+use wasmjobs::store::{AttemptEnd, Next, SledStore, Store};
+
+/// (claim-and-finish passes per second, CPU µs of the process per job).
+pub async fn run(jobs: usize) -> (f64, f64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledStore::open(dir.path()).expect("store");
+    for chunk in (0..jobs).collect::<Vec<_>>().chunks(1000) {
+        let batch = chunk
+            .iter()
+            .map(|_| {
+                Job::new(
+                    uuid::Uuid::now_v7(),
+                    "noop".into(),
+                    Kind::Generic,
+                    "{}".into(),
+                    Status::Pending,
+                    wasmjobs::job::now_ms(),
+                )
+            })
+            .collect();
+        store.job_insert_many(batch).await.expect("insert");
+    }
+    let fits = &mut |_: &Job| true;
+    let cpu = cpu_secs();
+    let started = Instant::now();
+    let mut running = store
+        .job_claim("bench", wasmjobs::job::now_ms(), fits)
+        .await
+        .expect("claim");
+    let mut done = 0;
+    while let Some(job) = running {
+        let end = AttemptEnd {
+            outcome: "success".into(),
+            message: None,
+            plugin_digest: "sha256:bench".into(),
+            startup_us: 1,
+            duration_us: 1,
+            peak_memory: 65536,
+            fuel_used: None,
+            decision: String::new(),
+        };
+        let now = wasmjobs::job::now_ms();
+        let (_, next) = store
+            .job_finish_then_claim(
+                job.id,
+                end,
+                Next::Final(Status::Success),
+                now,
+                "bench",
+                fits,
+            )
+            .await
+            .expect("finish");
+        running = next;
+        done += 1;
+    }
+    let took = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu;
+    assert_eq!(done, jobs, "every queued job was claimed and finished once");
+    (done as f64 / took, 1e6 * cpu / done as f64)
+}
+
+/// CPU seconds this process has used (user and system, every thread).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The fields after the command name (which may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let field = |n: usize| -> f64 {
+        rest.split_whitespace()
+            .nth(n)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line (11 and 12 counting
+    // from 0 after the `)`);
+    // in clock ticks, 100 a second on Linux.
+    (field(11) + field(12)) / 100.0
+}
