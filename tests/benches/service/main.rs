@@ -262,6 +262,9 @@ fn rss_mib() -> (f64, f64) {
 }
 
 fn main() {
+    if let Ok(jobs) = std::env::var(store_floor::CHILD) {
+        return store_floor::child(&jobs);
+    }
     let jobs = env_usize("BENCH_JOBS", 20_000).max(1000);
     let runs = env_usize("BENCH_RUNS", 3);
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
@@ -305,7 +308,7 @@ fn main() {
         let (mut store_rate, mut store_cpu) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             if wants("floor") || wants("store") {
-                let (rate, cpu_us) = store_floor::run(jobs).await;
+                let (rate, cpu_us) = store_floor::run(jobs);
                 store_rate.push(rate);
                 store_cpu.push(cpu_us);
             }

@@ -5,14 +5,60 @@
 //! worker; this isolates the store, and its CPU per job (every thread of the
 //! process, the store's writer included) is steadier on a busy machine than
 //! a rate.
+//!
+//! It runs in a child process of the bench, alone with its store, as the
+//! product runs: sled 0.34 guards every database of a process with one global
+//! lock, and a database dropped while another one in the process writes can
+//! deadlock (seen here: the first floor store's closing flush held that lock
+//! shared, waiting for its log, while the next store's batch waited for it
+//! exclusively and the log's flusher queued behind the batch). `wasmjobs serve`
+//! opens one database per process.
 
+use std::process::Command;
 use std::time::Instant;
 
 use wasmjobs::job::{Job, Kind, Status};
 use wasmjobs::store::{AttemptEnd, Next, SledStore, Store};
 
-/// (claim-and-finish passes per second, CPU µs of the process per job).
-pub async fn run(jobs: usize) -> (f64, f64) {
+/// Set (to the job count) in the child process that measures.
+pub const CHILD: &str = "WASMJOBS_BENCH_STORE_FLOOR";
+
+/// (claim-and-finish passes per second, CPU µs of the child process per job),
+/// measured in a child process.
+pub fn run(jobs: usize) -> (f64, f64) {
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let out = Command::new(exe)
+        .env(CHILD, jobs.to_string())
+        .output()
+        .expect("start the store floor's process");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the store floor's process failed: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figures: Vec<f64> = stdout
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    match figures[..] {
+        [rate, cpu_us] => (rate, cpu_us),
+        _ => panic!("the store floor's process printed {stdout:?}"),
+    }
+}
+
+/// The child's side: measure, print `rate cpu_us` as the last line.
+pub fn child(jobs: &str) {
+    let jobs = jobs.parse().expect("job count");
+    let (rate, cpu_us) = wasmjobs_tests::bench::runtime().block_on(measure(jobs));
+    println!("{rate} {cpu_us}");
+}
+
+async fn measure(jobs: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SledStore::open(dir.path()).expect("store");
     for chunk in (0..jobs).collect::<Vec<_>>().chunks(1000) {
