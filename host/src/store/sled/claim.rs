@@ -8,10 +8,10 @@ use std::sync::MutexGuard;
 use uuid::Uuid;
 
 use super::SledStore;
+use super::index::Prior;
 use super::locks::Order;
 use super::ready::QueueKey;
 use super::staging::Batch;
-use super::write::Prior;
 use crate::job::{Attempt, Job, Status};
 use crate::store::{CLAIM_SCAN, StoreError, keys};
 

@@ -8,8 +8,9 @@ use uuid::Uuid;
 
 use super::SledStore;
 use super::claim::Fits;
+use super::index::Prior;
 use super::staging::Batch;
-use super::write::{Prior, must_be_running};
+use super::write::must_be_running;
 use crate::job::{Job, Status};
 use crate::store::{AttemptEnd, Next, StoreError};
 

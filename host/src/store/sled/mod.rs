@@ -19,6 +19,7 @@ mod durable;
 mod feeds;
 mod finish;
 mod ids;
+mod index;
 mod locks;
 mod logs;
 mod queue_blocks;
@@ -27,8 +28,8 @@ mod scan;
 mod staging;
 mod write;
 
+use self::index::Prior;
 use self::staging::{Batch, Staging};
-use self::write::Prior;
 use super::keys;
 use super::{
     AttemptEnd, ChangeRecord, CommandEffect, HookRecord, JobFilter, Next, Store, StoreError,
