@@ -61,9 +61,8 @@ pub fn child(jobs: &str) {
 async fn measure(jobs: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SledStore::open(dir.path()).expect("store");
-    for chunk in (0..jobs).collect::<Vec<_>>().chunks(1000) {
-        let batch = chunk
-            .iter()
+    for start in (0..jobs).step_by(1000) {
+        let batch = (start..jobs.min(start + 1000))
             .map(|_| {
                 Job::new(
                     uuid::Uuid::now_v7(),
@@ -128,8 +127,7 @@ fn cpu_secs() -> f64 {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     };
-    // utime and stime are fields 14 and 15 of the line (11 and 12 counting
-    // from 0 after the `)`);
-    // in clock ticks, 100 a second on Linux.
+    // utime and stime, fields 14 and 15 of the line (11 and 12 counting from
+    // 0 after the `)`), in clock ticks: 100 a second on Linux.
     (field(11) + field(12)) / 100.0
 }
