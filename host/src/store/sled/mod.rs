@@ -15,6 +15,7 @@ use uuid::Uuid;
 mod changes;
 mod claim;
 mod commit;
+mod due;
 mod durable;
 mod feeds;
 mod finish;
@@ -68,6 +69,8 @@ pub struct SledStore {
     /// that queued it (see [`Store::job_durable`]). Entries are dropped once
     /// durable, when the next job is queued.
     unflushed: Mutex<std::collections::HashMap<Uuid, u64>>,
+    /// Where the schedule's live keys begin (see `due.rs`).
+    due: Mutex<due::DueFloor>,
     /// Fault injection: refuse every write (tests of health and of failure paths).
     refuse_writes: std::sync::atomic::AtomicBool,
 }
@@ -102,6 +105,7 @@ impl SledStore {
             ready: Arc::default(),
             hooks: Arc::default(),
             unflushed: Mutex::default(),
+            due: Mutex::default(),
             refuse_writes: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -277,50 +281,11 @@ impl Store for SledStore {
     }
 
     async fn job_schedule_due(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
-        let _w = self.lock();
-        let mut batch = Batch::default();
-        // Read first, staged after under the order lock: finishes (which do not
-        // hold the write lock) wait for the staging only, not for the reads.
-        let mut due = Vec::new();
-        for entry in self.staging.scan_prefix(&[keys::SCHEDULE]) {
-            let (key, _) = entry?;
-            if due.len() >= limit || keys::schedule_time(&key).is_none_or(|at| at > now) {
-                break;
-            }
-            match keys::id_suffix(&key)
-                .map(|id| self.load(id))
-                .transpose()?
-                .flatten()
-            {
-                // Only writers holding the write lock change a scheduled job.
-                Some(old) if old.status == Status::Scheduled => due.push(old),
-                _ => batch.remove(key),
-            }
-        }
-        let moved = due.len();
-        let order = self.order();
-        for mut job in due {
-            let prior = Prior::of(&job);
-            self.requeue(&mut job)?;
-            job.update_time = now;
-            self.stage(&order, &mut batch, Some(prior), &mut job)?;
-        }
-        self.apply(batch, order)?;
-        Ok(moved)
+        self.schedule_due(now, limit)
     }
 
     async fn job_next_due(&self) -> Result<Option<u64>, StoreError> {
-        let mut earliest = None;
-        for prefix in [keys::SCHEDULE, keys::TEMPLATE] {
-            if let Some(entry) = self.staging.scan_prefix(&[prefix]).next() {
-                let at = keys::schedule_time(&entry?.0);
-                earliest = match (earliest, at) {
-                    (Some(e), Some(a)) => Some(std::cmp::min(e, a)),
-                    (e, a) => e.or(a),
-                };
-            }
-        }
-        Ok(earliest)
+        self.next_due()
     }
 
     async fn job_recover(&self, now: u64) -> Result<Vec<Uuid>, StoreError> {

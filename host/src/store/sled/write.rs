@@ -61,6 +61,7 @@ impl SledStore {
                         }
                     }
                     Some(&keys::HOOK) => hooked |= value.is_some(),
+                    Some(&keys::SCHEDULE) if value.is_some() => self.note_scheduled(key),
                     Some(&keys::JOB) => {
                         let Some(id) = keys::id_suffix(key) else {
                             continue;
