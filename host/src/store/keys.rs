@@ -59,15 +59,18 @@ pub(super) fn queue(priority: i32, seq: u64, id: Uuid) -> [u8; QUEUE_KEY_LEN] {
     k
 }
 
-pub(super) fn schedule(run_at: u64, id: Uuid) -> [u8; 25] {
-    let mut k = [0u8; 25];
+/// Length of a schedule (or periodic template) key.
+pub(super) const SCHEDULE_KEY_LEN: usize = 25;
+
+pub(super) fn schedule(run_at: u64, id: Uuid) -> [u8; SCHEDULE_KEY_LEN] {
+    let mut k = [0u8; SCHEDULE_KEY_LEN];
     k[0] = SCHEDULE;
     k[1..9].copy_from_slice(&run_at.to_be_bytes());
     k[9..].copy_from_slice(id.as_bytes());
     k
 }
 
-pub(super) fn template(run_at: u64, id: Uuid) -> [u8; 25] {
+pub(super) fn template(run_at: u64, id: Uuid) -> [u8; SCHEDULE_KEY_LEN] {
     let mut k = schedule(run_at, id);
     k[0] = TEMPLATE;
     k

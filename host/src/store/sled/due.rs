@@ -21,7 +21,7 @@ use crate::job::Status;
 use crate::store::{StoreError, keys};
 
 /// A schedule (`s`) key.
-type ScheduleKey = [u8; 25];
+type ScheduleKey = [u8; keys::SCHEDULE_KEY_LEN];
 
 /// No live `s` key sorts at or below `floor`: the keys below it were taken by
 /// earlier passes (moved, or removed as stale). Any `s` key staged at or below
@@ -35,7 +35,7 @@ pub(super) struct DueFloor {
 }
 
 impl DueFloor {
-    /// An `s` key was staged (set, not removed).
+    /// `key` is the lowest `s` key a batch sets (removals do not count).
     pub(super) fn staged(&mut self, key: &[u8]) {
         let Ok(key) = ScheduleKey::try_from(key) else {
             return;
@@ -71,7 +71,7 @@ impl SledStore {
         self.due.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Note the `s` keys a staged batch sets; called while the batch is staged.
+    /// Note the lowest `s` key a batch sets; called while the batch is staged.
     pub(super) fn note_scheduled(&self, key: &[u8]) {
         self.lock_due().staged(key);
     }

@@ -41,6 +41,8 @@ impl SledStore {
         }
         let mut queued = Vec::new();
         let mut hooked = false;
+        // The lowest schedule key the batch sets (see `due.rs`).
+        let mut scheduled = None;
         {
             let mut queue = self.lock_queue();
             // A batch removes a job's old index entries before it sets the new
@@ -61,7 +63,9 @@ impl SledStore {
                         }
                     }
                     Some(&keys::HOOK) => hooked |= value.is_some(),
-                    Some(&keys::SCHEDULE) if value.is_some() => self.note_scheduled(key),
+                    Some(&keys::SCHEDULE) if value.is_some() => {
+                        scheduled = Some(scheduled.map_or(key, |low: &[u8]| low.min(key)));
+                    }
                     Some(&keys::JOB) => {
                         let Some(id) = keys::id_suffix(key) else {
                             continue;
@@ -76,6 +80,9 @@ impl SledStore {
                     }
                     _ => {}
                 }
+            }
+            if let Some(key) = scheduled {
+                self.note_scheduled(key);
             }
             // Staged while the queue is locked: a claim never sees a queue entry
             // whose job record is not readable yet, nor a job not yet noted as
