@@ -13,12 +13,17 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use wasmjobs_tests::server::TestServer;
 
+/// Bulk requests in flight while a scale phase fills its queue.
+const FILL_CLIENTS: usize = 4;
+
 /// The figures of one queue depth.
 pub struct Depth {
     /// Durable single submits (1 client) while this many are queued: p99, ms.
     pub submit_p99_ms: f64,
     /// Jobs/s over the first `probe` jobs of the queue.
     pub drain: f64,
+    /// Jobs/s queued by the bulk submits that filled the queue.
+    pub fill: f64,
 }
 
 /// Occupy every worker with a sleeper that runs until stopped; their ids.
@@ -35,9 +40,10 @@ async fn block_workers(s: &TestServer, workers: usize) -> Vec<String> {
     ids
 }
 
-/// Queue `n` noop jobs through bulk submits of 1000, 4 requests in flight.
-async fn fill(s: &TestServer, n: usize) {
-    let clients = 4;
+/// Queue `n` noop jobs through bulk submits of 1000, `clients` requests in
+/// flight; jobs/s.
+async fn fill(s: &TestServer, n: usize, clients: usize) -> f64 {
+    let started = Instant::now();
     let client = |c: usize| async move {
         let mut left = n / clients + usize::from(c < n % clients);
         while left > 0 {
@@ -48,6 +54,7 @@ async fn fill(s: &TestServer, n: usize) {
         }
     };
     futures::future::join_all((0..clients).map(client)).await;
+    n as f64 / started.elapsed().as_secs_f64()
 }
 
 /// `n` durable single submits from one client (of a job scheduled an hour out,
@@ -100,17 +107,20 @@ async fn drain_rest(s: &TestServer, until: u64) {
     }
 }
 
-/// One queue depth on `s`: block, fill `queued`, measure, drain `probe`.
-/// When `rest` is set, the remaining jobs are drained too.
-pub async fn depth(s: &TestServer, queued: usize, probe: usize, rest: bool) -> Depth {
+/// One queue depth on `s`: block, fill `queued` (`fill_clients` bulk requests
+/// in flight), measure, drain `probe`. When `rest` is set, the remaining jobs
+/// are drained too.
+pub async fn depth(
+    s: &TestServer,
+    queued: usize,
+    probe: usize,
+    rest: bool,
+    fill_clients: usize,
+) -> Depth {
     let workers = s.service.config().workers as usize;
     let blockers = block_workers(s, workers).await;
-    let t = Instant::now();
-    fill(s, queued).await;
-    eprintln!(
-        "scale: {queued} jobs queued in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    let fill = fill(s, queued, fill_clients).await;
+    eprintln!("scale: {queued} jobs queued at {fill:.0} jobs/s");
     let submit_p99_ms = submit_p99(s, 2000).await;
     let before = s.service.attempts_recorded();
     let drain = drain_first(s, &blockers, probe.min(queued)).await;
@@ -120,6 +130,7 @@ pub async fn depth(s: &TestServer, queued: usize, probe: usize, rest: bool) -> D
     Depth {
         submit_p99_ms,
         drain,
+        fill,
     }
 }
 
@@ -136,14 +147,14 @@ pub async fn run(
     let s = super::server(workers).await;
     let mut small_runs = Vec::new();
     for _ in 0..runs.max(1) {
-        small_runs.push(depth(&s, small, probe, true).await);
+        small_runs.push(depth(&s, small, probe, true, FILL_CLIENTS).await);
     }
     let median = |f: &dyn Fn(&Depth) -> f64| {
         wasmjobs_tests::bench::median(small_runs.iter().map(f).collect())
     };
     let small_drain = median(&|d| d.drain);
     let small_p99 = median(&|d| d.submit_p99_ms);
-    let big = depth(&s, large, probe, false).await;
+    let big = depth(&s, large, probe, false, FILL_CLIENTS).await;
     let (s, ready) = s.restart_timed().await;
     s.shutdown().await;
     let k = |n: usize| {
