@@ -33,6 +33,8 @@ pub enum CodecError {
     Truncated,
     #[error("bytes after the record's end")]
     Trailing,
+    #[error("checksum mismatch")]
+    Checksum,
 }
 
 /// `value` as stored bytes.

@@ -1,40 +1,26 @@
-//! How one writer turn reaches sled, atomic across a crash, with one device
-//! sync when it is small.
+//! How one writer turn reaches sled: logged and synced first ([`Wal`]), so it
+//! is durable, all of it or (after a crash) none, before its waiters are
+//! answered; then applied to sled key by key ([`Committer::settle`]; readers
+//! see the keys in the overlay meanwhile). sled is flushed only at a
+//! checkpoint, when the log has grown long and at close; at open, the turns
+//! the log holds are applied again ([`Committer::open`]).
 //!
-//! sled makes a multi-key `apply_batch` atomic by reserving a marker in its log
-//! and writing out its log buffer, `sync_file_range` and all, before the
-//! batch's own entries; the flush then writes out the buffer holding them. So
-//! every flushed batch waited for the device twice. Measured here with `perf
-//! trace` while one client submitted: two `sync_file_range` per submit, ~110 µs
-//! each, the largest part of a lone durable submit.
-//!
-//! A small turn goes to sled as plain writes instead: first the whole turn as
-//! one value under one key ([`TURN_KEY`]), which is all a durability wait needs
-//! (one sync at the flush); then, once the waiters are answered, each of its
-//! keys ([`Committer::settle`]; readers see them in the overlay meanwhile).
-//! sled recovers a prefix of its log, so after a crash either the turn key is
-//! there, and [`recover`] applies the turn again (every write sets a key's
-//! final value: applying it twice is applying it once), or none of the turn
-//! is. A turn's own writes precede the next turn's key in the log, so the key
-//! only ever needs to hold the latest turn. A large turn is one `apply_batch`
-//! (one more sync is nothing next to hundreds of keys) that also removes the
-//! turn key, and so does the recovery: applying the key again never undoes a
-//! later write.
+//! Earlier releases made a small turn durable under one sled key
+//! ([`TURN_KEY`]) and a large one as an `apply_batch`; a store they wrote may
+//! still hold a turn key, which the open applies first.
+
+use std::path::Path;
 
 use ::sled::{Db, IVec};
 
 use super::keys;
 use super::queue_blocks::QueueBlocks;
+use super::wal::Wal;
 use crate::store::StoreError;
 use crate::store::codec::CodecError;
 
-/// The `m` key holding the latest turn if it was written as a small one.
+/// The `m` key under which earlier releases stored their latest small turn.
 const TURN_KEY: [u8; 5] = [keys::META, b't', b'u', b'r', b'n'];
-
-/// Turns of up to this many bytes (keys, values and framing) are small: well
-/// under sled's log buffer, and far under the size it stores apart as a blob
-/// file.
-const SMALL_TURN_BYTES: usize = 32 * 1024;
 
 /// The format byte of an encoded turn.
 const TURN_V1: u8 = 1;
@@ -42,58 +28,82 @@ const TURN_V1: u8 = 1;
 /// One writer turn: every key it sets (`Some`) or removes (`None`).
 pub(super) type Writes = Vec<(IVec, Option<IVec>)>;
 
-/// Writes turns to sled; owned by the writer thread.
+/// Writes turns to the log and to sled; owned by the writer thread.
 #[derive(Debug)]
 pub(super) struct Committer {
     db: Db,
-    /// Whether sled holds a turn under [`TURN_KEY`].
-    turn_stored: bool,
-    /// The writes of the small turn under [`TURN_KEY`] not yet applied to
-    /// their own keys.
+    wal: Wal,
+    /// The writes of the last logged turn not yet applied to sled.
     unsettled: Writes,
     /// Packs the turns' queue entries.
     queue: QueueBlocks,
 }
 
 impl Committer {
-    /// The committer of a store that [`recover`] has run on.
-    pub(super) fn new(db: Db) -> Self {
-        Self {
+    /// Open the log of the store in `dir` (sled's `db`) and recover: the turn
+    /// key of an earlier release, then every turn in the log, applied and
+    /// flushed before the log starts over. Run before anything reads the store.
+    pub(super) fn open(db: Db, dir: &Path) -> Result<Self, StoreError> {
+        recover_turn_key(&db)?;
+        let (mut wal, turns) = Wal::open(dir)?;
+        if !turns.is_empty() {
+            // One batch: a later turn's write of a key replaces an earlier one's.
+            let mut batch = ::sled::Batch::default();
+            for turn in turns {
+                add_to_batch(&mut batch, turn);
+            }
+            db.apply_batch(batch)?;
+            db.flush()?;
+        }
+        wal.restart().map_err(::sled::Error::Io)?;
+        Ok(Self {
             db,
-            turn_stored: false,
+            wal,
             unsettled: Writes::new(),
             queue: QueueBlocks::default(),
-        }
+        })
     }
 
-    /// Write `writes` to sled, all of them or (after a crash) none; durable at
-    /// the next flush. A small turn reaches its own keys only at
-    /// [`Committer::settle`]: until then sled has it under [`TURN_KEY`] alone.
-    pub(super) fn commit(&mut self, mut writes: Writes) -> Result<(), ::sled::Error> {
+    /// Log `writes`, all of them or (after a crash) none: durable at the next
+    /// [`Committer::sync`], in sled's own keys at [`Committer::settle`].
+    /// Returns whether anything was logged.
+    pub(super) fn commit(&mut self, mut writes: Writes) -> Result<bool, ::sled::Error> {
         self.settle()?;
         // After the settle: the blocks it rewrites are in sled under their keys.
         self.queue.pack(&self.db, &mut writes)?;
         if writes.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
-        if encoded_len(&writes) <= SMALL_TURN_BYTES {
-            self.db.insert(TURN_KEY, encode(&writes))?;
-            self.turn_stored = true;
-            self.unsettled = writes;
-            return Ok(());
+        self.wal.append(&writes)?;
+        self.unsettled = writes;
+        Ok(true)
+    }
+
+    /// Wait until every logged turn is on the device.
+    pub(super) fn sync(&mut self) -> Result<(), ::sled::Error> {
+        Ok(self.wal.sync()?)
+    }
+
+    /// Apply the last logged turn's writes to sled (only once it is synced:
+    /// sled must never hold a write the log could lose), and checkpoint when
+    /// the log has grown long.
+    pub(super) fn settle(&mut self) -> Result<(), ::sled::Error> {
+        self.apply_unsettled()?;
+        if self.wal.wants_checkpoint() {
+            self.checkpoint()?;
         }
-        let mut batch = batch_of(writes);
-        if self.turn_stored {
-            batch.remove(&TURN_KEY[..]);
-        }
-        self.db.apply_batch(batch)?;
-        self.turn_stored = false;
         Ok(())
     }
 
-    /// Apply the last small turn's writes to their own keys (before the next
-    /// turn's key, so that key may replace this one).
-    pub(super) fn settle(&mut self) -> Result<(), ::sled::Error> {
+    /// Make sled durable and start the log over (at close, and as the log
+    /// grows), so that a restart has little or nothing to replay.
+    pub(super) fn checkpoint(&mut self) -> Result<(), ::sled::Error> {
+        self.apply_unsettled()?;
+        self.db.flush()?;
+        Ok(self.wal.restart()?)
+    }
+
+    fn apply_unsettled(&mut self) -> Result<(), ::sled::Error> {
         for (key, value) in std::mem::take(&mut self.unsettled) {
             match value {
                 Some(v) => self.db.insert(key, v)?,
@@ -104,9 +114,9 @@ impl Committer {
     }
 }
 
-/// Apply the small turn a crash may have cut short, if one is stored; run at
-/// open, before anything reads the store.
-pub(super) fn recover(db: &Db) -> Result<(), StoreError> {
+/// Apply the small turn an earlier release may have left under [`TURN_KEY`]
+/// (cut short by a crash), and remove the key.
+fn recover_turn_key(db: &Db) -> Result<(), StoreError> {
     let Some(turn) = db.get(TURN_KEY)? else {
         return Ok(());
     };
@@ -114,23 +124,22 @@ pub(super) fn recover(db: &Db) -> Result<(), StoreError> {
         key: "m/turn".into(),
         source,
     })?;
-    let mut batch = batch_of(writes);
+    let mut batch = ::sled::Batch::default();
+    add_to_batch(&mut batch, writes);
     batch.remove(&TURN_KEY[..]);
     db.apply_batch(batch)?;
     db.flush()?;
     Ok(())
 }
 
-/// `writes` as one sled batch (atomic across a crash).
-fn batch_of(writes: Writes) -> ::sled::Batch {
-    let mut batch = ::sled::Batch::default();
+/// Add `writes` to `batch` (sled applies a batch atomically across a crash).
+fn add_to_batch(batch: &mut ::sled::Batch, writes: Writes) {
     for (key, value) in writes {
         match value {
             Some(v) => batch.insert(key, v),
             None => batch.remove(key),
         }
     }
-    batch
 }
 
 fn encoded_len(writes: &Writes) -> usize {
@@ -140,10 +149,11 @@ fn encoded_len(writes: &Writes) -> usize {
         .sum::<usize>()
 }
 
-/// `[TURN_V1]`, the number of writes (u32 BE), then per write: key length
-/// (u32 BE), key, then `0` (removed) or `1`, value length (u32 BE), value.
-fn encode(writes: &Writes) -> Vec<u8> {
-    let mut out = Vec::with_capacity(encoded_len(writes));
+/// `writes` appended to `out`: `[TURN_V1]`, the number of writes (u32 BE),
+/// then per write: key length (u32 BE), key, then `0` (removed) or `1`, value
+/// length (u32 BE), value.
+pub(super) fn encode_into(writes: &Writes, out: &mut Vec<u8>) {
+    out.reserve(encoded_len(writes));
     out.push(TURN_V1);
     out.extend_from_slice(&(writes.len() as u32).to_be_bytes());
     for (key, value) in writes {
@@ -158,10 +168,9 @@ fn encode(writes: &Writes) -> Vec<u8> {
             }
         }
     }
-    out
 }
 
-fn decode(mut rest: &[u8]) -> Result<Writes, CodecError> {
+pub(super) fn decode(mut rest: &[u8]) -> Result<Writes, CodecError> {
     match rest.split_first() {
         Some((&TURN_V1, tail)) => rest = tail,
         Some((&other, _)) => return Err(CodecError::UnknownFormat(other)),
@@ -209,10 +218,14 @@ mod tests {
         IVec::from(s.as_bytes())
     }
 
-    fn temp_db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = ::sled::Config::new().path(dir.path()).open().expect("open");
-        (dir, db)
+    fn encode(writes: &Writes) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_into(writes, &mut out);
+        out
+    }
+
+    fn open(dir: &Path) -> Db {
+        ::sled::Config::new().path(dir).open().expect("open")
     }
 
     #[test]
@@ -231,10 +244,59 @@ mod tests {
     }
 
     #[test]
-    fn a_small_turn_cut_short_by_a_crash_is_applied_at_open() {
-        let (_dir, db) = temp_db();
+    fn a_logged_turn_not_yet_in_sled_is_applied_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(dir.path());
         db.insert("gone", "x").expect("insert");
-        // What a crash can leave: the turn key, and only some of its writes.
+        let mut committer = Committer::open(db.clone(), dir.path()).expect("committer");
+        let turn = vec![(iv("k1"), Some(iv("v1"))), (iv("gone"), None)];
+        assert!(committer.commit(turn).expect("commit"));
+        committer.sync().expect("sync");
+        // Durable in the log, not in sled: what a crash before the settle leaves.
+        assert_eq!(db.get("k1").expect("get"), None);
+        assert_eq!(db.get("gone").expect("get"), Some(iv("x")));
+        drop((committer, db));
+        let db = open(dir.path());
+        let mut committer = Committer::open(db.clone(), dir.path()).expect("recover");
+        assert_eq!(db.get("k1").expect("get"), Some(iv("v1")));
+        assert_eq!(db.get("gone").expect("get"), None);
+        // A later turn's write of the same key wins over an earlier one's.
+        committer
+            .commit(vec![(iv("k1"), Some(iv("v2")))])
+            .expect("commit");
+        committer.settle().expect("settle");
+        committer
+            .commit(vec![(iv("k1"), Some(iv("v3"))), (iv("k2"), Some(iv("w")))])
+            .expect("commit");
+        committer.sync().expect("sync");
+        drop((committer, db));
+        let db = open(dir.path());
+        let _committer = Committer::open(db.clone(), dir.path()).expect("recover");
+        assert_eq!(db.get("k1").expect("get"), Some(iv("v3")));
+        assert_eq!(db.get("k2").expect("get"), Some(iv("w")));
+    }
+
+    #[test]
+    fn a_checkpoint_leaves_nothing_to_replay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(dir.path());
+        let mut committer = Committer::open(db.clone(), dir.path()).expect("committer");
+        committer
+            .commit(vec![(iv("k"), Some(iv("v")))])
+            .expect("commit");
+        committer.sync().expect("sync");
+        committer.checkpoint().expect("checkpoint");
+        assert_eq!(db.get("k").expect("get"), Some(iv("v")), "settled");
+        let (_wal, turns) = Wal::open(dir.path()).expect("log");
+        assert!(turns.is_empty(), "the log started over");
+    }
+
+    #[test]
+    fn an_earlier_releases_turn_key_is_applied_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(dir.path());
+        db.insert("gone", "x").expect("insert");
+        // What a crash could leave: the turn key, and only some of its writes.
         let turn = vec![
             (iv("k1"), Some(iv("v1"))),
             (iv("gone"), None),
@@ -242,7 +304,7 @@ mod tests {
         ];
         db.insert(TURN_KEY, encode(&turn)).expect("insert");
         db.insert("k1", "v1").expect("insert");
-        recover(&db).expect("recover");
+        let _committer = Committer::open(db.clone(), dir.path()).expect("recover");
         assert_eq!(db.get("k1").expect("get"), Some(iv("v1")));
         assert_eq!(db.get("k2").expect("get"), Some(iv("v2")));
         assert_eq!(db.get("gone").expect("get"), None);
@@ -250,69 +312,14 @@ mod tests {
     }
 
     #[test]
-    fn a_small_turn_is_durable_by_its_key_until_settled() {
+    fn a_corrupt_turn_key_stops_the_open() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let open = || ::sled::Config::new().path(dir.path()).open().expect("open");
-        let db = open();
-        db.insert("gone", "x").expect("insert");
-        let mut committer = Committer::new(db.clone());
-        let turn = vec![(iv("k1"), Some(iv("v1"))), (iv("gone"), None)];
-        committer.commit(turn.clone()).expect("commit");
-        // What a durability wait sees flushed: the turn key, not its writes.
-        db.flush().expect("flush");
-        assert_eq!(db.get("k1").expect("get"), None);
-        assert_eq!(db.get("gone").expect("get"), Some(iv("x")));
-        // A crash before the writes are settled: the open applies the turn.
-        drop((committer, db));
-        let db = open();
-        recover(&db).expect("recover");
-        assert_eq!(db.get("k1").expect("get"), Some(iv("v1")));
-        assert_eq!(db.get("gone").expect("get"), None);
-        assert_eq!(db.get(TURN_KEY).expect("get"), None);
-        // Settled, the writes are under their own keys; the next turn's key
-        // replaces this one's.
-        let mut committer = Committer::new(db.clone());
-        committer
-            .commit(vec![(iv("k2"), Some(iv("v2")))])
-            .expect("commit");
-        committer.settle().expect("settle");
-        assert_eq!(db.get("k2").expect("get"), Some(iv("v2")));
-        committer
-            .commit(vec![(iv("k3"), Some(iv("v3")))])
-            .expect("commit");
-        let stored = db.get(TURN_KEY).expect("get").expect("turn key");
-        assert_eq!(
-            decode(&stored).expect("decode"),
-            [(iv("k3"), Some(iv("v3")))]
-        );
-        assert_eq!(db.get("k2").expect("get"), Some(iv("v2")));
-    }
-
-    #[test]
-    fn a_large_turn_retires_the_small_one_before_it() {
-        let (_dir, db) = temp_db();
-        let mut committer = Committer::new(db.clone());
-        committer
-            .commit(vec![(iv("k"), Some(iv("small")))])
-            .expect("small");
-        committer.settle().expect("settle");
-        assert_eq!(db.get("k").expect("get"), Some(iv("small")));
-        assert!(db.get(TURN_KEY).expect("get").is_some());
-        let big = IVec::from(vec![7u8; SMALL_TURN_BYTES]);
-        committer
-            .commit(vec![(iv("k"), Some(iv("large"))), (iv("big"), Some(big))])
-            .expect("large");
-        assert_eq!(db.get(TURN_KEY).expect("get"), None);
-        // A reopen must not bring the small turn's value back.
-        recover(&db).expect("recover");
-        assert_eq!(db.get("k").expect("get"), Some(iv("large")));
-    }
-
-    #[test]
-    fn a_corrupt_turn_stops_the_open() {
-        let (_dir, db) = temp_db();
+        let db = open(dir.path());
         db.insert(TURN_KEY, &[TURN_V1, 0, 0, 0, 1, 0][..])
             .expect("insert");
-        assert!(matches!(recover(&db), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            Committer::open(db, dir.path()),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 }

@@ -27,6 +27,7 @@ mod queue_blocks;
 mod ready;
 mod scan;
 mod staging;
+mod wal;
 mod write;
 
 use self::index::Prior;
@@ -88,10 +89,10 @@ impl SledStore {
             .path(dir)
             .cache_capacity(64 * 1024 * 1024)
             .open()?;
-        commit::recover(&db)?;
+        let committer = commit::Committer::open(db.clone(), dir)?;
         let queue = ready::open(&db)?;
         let ids = ids::Ids::open(&db)?;
-        let staging = Staging::start(db).map_err(|e| StoreError::Io(e.into()))?;
+        let staging = Staging::start(db, committer).map_err(|e| StoreError::Io(e.into()))?;
         Ok(Self {
             write: Mutex::new(()),
             staging,

@@ -6,12 +6,11 @@
 //! drain at ~2-4k jobs/s with the tokio threads blocked in the kernel. So writers
 //! do not call sled. Each store operation stages its whole change (every key it
 //! sets or removes) here, under the store's write lock, and returns; one writer
-//! thread applies everything staged since its last turn as **one** commit
-//! (atomic across a crash: a crash keeps a prefix of whole operations; a large
-//! turn is one sled batch, a small one a turn key holding all of it, see
-//! `commit.rs`), then flushes if someone waits for durability and answers the
-//! waiters, and only then writes a small turn's keys one by one. Under load one
-//! commit and one flush cover hundreds of operations; when idle a lone write
+//! thread takes everything staged since its last turn as **one** commit: it
+//! appends the turn to the store's log and syncs it (atomic across a crash: a
+//! crash keeps a prefix of whole turns, see `commit.rs` and `wal.rs`), answers
+//! the waiters, and only then writes the turn's keys into sled. Under load one
+//! record and one sync cover hundreds of operations; when idle a lone write
 //! costs one of each.
 //!
 //! Until the writer has applied an entry, reads find it here: [`Staging::get`]
@@ -34,8 +33,7 @@ pub(super) use super::scan::Scan;
 use super::scan::{SledItem, prefix_bounds};
 
 /// How long the writer gathers writes that nobody waits for before it applies
-/// them (a durability wait or [`MAX_LINGER_WRITES`] writes end it early). sled
-/// itself makes them durable only every 500 ms.
+/// them (a durability wait or [`MAX_LINGER_WRITES`] writes end it early).
 const LINGER: Duration = Duration::from_millis(5);
 /// Staged writes that end the writer's lingering.
 const MAX_LINGER_WRITES: usize = 8192;
@@ -55,8 +53,8 @@ struct Entry {
 }
 
 /// What the writer takes for one turn: the writes, the generation they reach,
-/// whether to flush after them, and whether the store is closing.
-type Turn = (Writes, u64, bool, bool);
+/// and whether the store is closing.
+type Turn = (Writes, u64, bool);
 
 #[derive(Debug, Default)]
 struct State {
@@ -71,7 +69,7 @@ struct State {
     staged: u64,
     /// Highest generation a caller waits to see durable.
     flush_wanted: u64,
-    /// Generation covered by the last flush.
+    /// Generation of the last turn synced to the log.
     durable: u64,
     closed: bool,
 }
@@ -85,7 +83,6 @@ impl State {
     /// Take every write staged since the last turn: the latest value of each key
     /// (sled's batch would keep only the last one anyway).
     fn take(&mut self) -> Turn {
-        let flush = self.flush_wanted > self.durable || self.closed;
         let writes = self
             .overlay
             .iter()
@@ -96,7 +93,7 @@ impl State {
             .collect();
         self.taken = self.staged;
         self.untaken = 0;
-        (writes, self.staged, flush, self.closed)
+        (writes, self.staged, self.closed)
     }
 }
 
@@ -148,10 +145,10 @@ pub(super) struct Staging {
 }
 
 impl Staging {
-    /// Start the writer thread for `db`.
-    pub(super) fn start(db: ::sled::Db) -> std::io::Result<Arc<Self>> {
+    /// Start the writer thread for `db`, committing through `committer`.
+    pub(super) fn start(db: ::sled::Db, committer: Committer) -> std::io::Result<Arc<Self>> {
         let staging = Self::new(db);
-        staging.spawn_writer()?;
+        staging.spawn_writer(committer)?;
         Ok(staging)
     }
 
@@ -167,11 +164,11 @@ impl Staging {
         })
     }
 
-    fn spawn_writer(self: &Arc<Self>) -> std::io::Result<()> {
+    fn spawn_writer(self: &Arc<Self>, committer: Committer) -> std::io::Result<()> {
         let writer = self.clone();
         std::thread::Builder::new()
             .name("wasmjobs-store-writer".into())
-            .spawn(move || writer.writer_loop())?;
+            .spawn(move || writer.writer_loop(committer))?;
         Ok(())
     }
 
@@ -257,8 +254,8 @@ impl Staging {
     }
 
     /// Wait until sled holds every write staged so far under its own key (a
-    /// small turn is durable under the turn key first; tests reading sled
-    /// directly wait for this).
+    /// turn is durable in the log first; tests reading sled directly wait for
+    /// this).
     #[cfg(test)]
     pub(super) async fn settled(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -274,7 +271,7 @@ impl Staging {
         }
     }
 
-    /// Hold the writer after its next commit, before it flushes, until the
+    /// Hold the writer after its next commit, before it syncs, until the
     /// guard drops.
     #[cfg(test)]
     pub(super) fn pause_flushes(&self) -> std::sync::RwLockReadGuard<'_, ()> {
@@ -311,20 +308,19 @@ impl Staging {
         self.scan(lo, hi, true)
     }
 
-    /// The generation covered by the last flush.
+    /// The generation of the last turn synced to the log.
     pub(super) fn durable_generation(&self) -> u64 {
         self.lock().durable
     }
 
-    /// Return once every operation staged before this call is applied and
-    /// flushed.
+    /// Return once every operation staged before this call is durable.
     pub(super) async fn durable(&self) -> Result<(), ::sled::Error> {
         let staged = self.lock().staged;
         self.durable_through(staged).await
     }
 
     /// Return once the operations up to generation `ticket` (see
-    /// [`Staging::stage`]) are applied and flushed.
+    /// [`Staging::stage`]) are durable (synced to the log).
     pub(super) async fn durable_through(&self, ticket: u64) -> Result<(), ::sled::Error> {
         {
             let mut state = self.lock();
@@ -349,17 +345,16 @@ impl Staging {
         }
     }
 
-    /// Apply and flush what is staged, then end the writer thread (the store is
-    /// being dropped; the thread's handle on sled is the last one).
+    /// Apply what is staged and checkpoint, then end the writer thread (the
+    /// store is being dropped; the thread's handle on sled is the last one).
     pub(super) fn close(&self) {
         self.lock().closed = true;
         self.wake.notify_one();
     }
 
-    fn writer_loop(self: Arc<Self>) {
-        let mut committer = Committer::new(self.db.clone());
+    fn writer_loop(self: Arc<Self>, mut committer: Committer) {
         loop {
-            let (writes, generation, flush, closed) = {
+            let (writes, generation, closed) = {
                 let mut state = self.lock();
                 while !state.has_untaken() && state.flush_wanted <= state.durable && !state.closed {
                     state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
@@ -375,7 +370,7 @@ impl Staging {
                     .0;
                 state.take()
             };
-            if let Err(e) = self.apply(&mut committer, writes, generation, flush) {
+            if let Err(e) = self.apply(&mut committer, writes, generation) {
                 tracing::error!(error = %e, "the store cannot write; acknowledged writes now fail");
                 let _previous = self.done.send_replace(Err(e.to_string()));
                 // Staged entries stay in the overlay: reads stay consistent with
@@ -383,6 +378,10 @@ impl Staging {
                 return;
             }
             if closed && !self.lock().has_untaken() {
+                // A clean stop leaves the log empty: the next open replays nothing.
+                if let Err(e) = committer.checkpoint() {
+                    tracing::error!(error = %e, "the store's closing checkpoint failed; the next open replays its log");
+                }
                 return;
             }
         }
@@ -393,21 +392,22 @@ impl Staging {
         committer: &mut Committer,
         mut writes: Writes,
         generation: u64,
-        flush: bool,
     ) -> Result<(), ::sled::Error> {
         // The turn's changefeed records and creation-order entries go to sled
         // as one block each.
         super::logs::pack(&mut writes);
         let count = writes.len();
-        committer.commit(writes)?;
+        let logged = committer.commit(writes)?;
         #[cfg(test)]
         drop(self.flush_pause.write().unwrap_or_else(|p| p.into_inner()));
-        if flush {
-            self.db.flush()?;
-            self.lock().durable = generation;
-            let _previous = self.done.send_replace(Ok(generation));
+        // Every turn is synced, waited for or not: sled gets its keys only
+        // after the log holds them (see `wal.rs`).
+        if logged {
+            committer.sync()?;
         }
-        // Off the waiters' path: a small turn's own keys.
+        self.lock().durable = generation;
+        let _previous = self.done.send_replace(Ok(generation));
+        // Off the waiters' path: the turn's own keys in sled.
         committer.settle()?;
         if count > 0 {
             reclaim_garbage(count);
@@ -503,7 +503,8 @@ mod tests {
             ["a6", "a5", "a2", "a1"],
             "reverse"
         );
-        staging.spawn_writer().expect("writer");
+        let committer = Committer::open(db.clone(), dir.path()).expect("committer");
+        staging.spawn_writer(committer).expect("writer");
         staging.durable().await.expect("durable");
         // Applied entries leave the overlay once in sled (after the flush).
         staging.settled().await;
@@ -536,9 +537,9 @@ mod tests {
             [(iv("old"), None), (iv("q2"), Some(iv("")))],
             "no write of q1, one of each other key"
         );
-        let mut committer = Committer::new(staging.db().clone());
+        let mut committer = Committer::open(db.clone(), dir.path()).expect("committer");
         staging
-            .apply(&mut committer, writes, generation, true)
+            .apply(&mut committer, writes, generation)
             .expect("apply");
         assert_eq!(db.get("q2").expect("get"), Some(iv("")), "a kept new key");
         assert_eq!(db.get("old").expect("get"), None, "an old key's removal");
@@ -552,7 +553,7 @@ mod tests {
         let (writes, generation, ..) = staging.lock().take();
         assert!(writes.is_empty());
         staging
-            .apply(&mut committer, writes, generation, false)
+            .apply(&mut committer, writes, generation)
             .expect("apply");
         assert!(staging.lock().overlay.is_empty());
     }
