@@ -85,14 +85,14 @@ impl Committer {
     }
 
     /// Apply the last logged turn's writes to sled (only once it is synced:
-    /// sled must never hold a write the log could lose), and checkpoint when
-    /// the log has grown long.
+    /// sled must never hold a write the log could lose), checkpoint when the
+    /// log has grown long, and grow its file ahead of the next turns.
     pub(super) fn settle(&mut self) -> Result<(), ::sled::Error> {
         self.apply_unsettled()?;
         if self.wal.wants_checkpoint() {
             self.checkpoint()?;
         }
-        Ok(())
+        Ok(self.wal.grow_ahead()?)
     }
 
     /// Make sled durable and start the log over (at close, and as the log

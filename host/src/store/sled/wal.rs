@@ -15,8 +15,10 @@
 //! it survives the process being killed at any instant and the kernel
 //! crashing (a power cut can lose what the device's volatile cache held, as
 //! under sled). For it to cover a record's bytes without the file's metadata,
-//! the file grows in [`GROWTH`] steps of zeros, each synced with `fdatasync`
-//! before records are written into it.
+//! the file grows in steps of zeros, each synced with `fdatasync` before
+//! records are written into it; the writer grows it [`HEADROOM`] ahead after
+//! answering a turn's waiters ([`Wal::grow_ahead`]), so a sync on their path
+//! never waits for a growth unless one turn outruns the headroom.
 //!
 //! sled is made durable only at a checkpoint ([`CHECKPOINT_BYTES`] of log, and
 //! at close), after which the log starts over.
@@ -62,6 +64,9 @@ const RECORD_HEADER: usize = 8;
 
 /// How much the file grows at a time (zeros, synced with its new length).
 const GROWTH: u64 = 1024 * 1024;
+
+/// How far ahead of the next record the file is grown off the waiters' path.
+const HEADROOM: u64 = 4 * GROWTH;
 
 /// Largest record buffer kept between turns.
 const BUFFER_KEPT: usize = 1024 * 1024;
@@ -178,6 +183,12 @@ impl Wal {
             self.synced = self.offset;
         }
         Ok(())
+    }
+
+    /// Grow the file [`HEADROOM`] ahead of the next record, if it is not
+    /// already (after a turn's waiters are answered).
+    pub(super) fn grow_ahead(&mut self) -> io::Result<()> {
+        self.grow_to(self.offset + HEADROOM)
     }
 
     /// Grow the file with zeros to cover `end`, its new length synced: the
@@ -362,6 +373,20 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_file_is_grown_ahead_of_the_next_record() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut wal, _) = Wal::open(dir.path()).expect("open");
+        wal.append(&turn(&[("a", Some("1"))])).expect("append");
+        wal.grow_ahead().expect("grow");
+        let len = std::fs::metadata(dir.path().join(FILE_NAME))
+            .expect("meta")
+            .len();
+        assert!(len >= wal.offset + HEADROOM, "{len} bytes");
+        assert_eq!(len % GROWTH, 0);
+        assert_eq!(wal.allocated, len);
     }
 
     #[test]
