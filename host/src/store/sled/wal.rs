@@ -107,9 +107,9 @@ impl Wal {
             allocated: 0,
             record: Vec::new(),
         };
-        let bytes = std::fs::read(&path).map_err(io_error)?;
-        wal.allocated = bytes.len() as u64;
-        if bytes.len() < HEADER_LEN as usize {
+        let len = wal.file.metadata().map_err(io_error)?.len();
+        wal.allocated = len;
+        if len < HEADER_LEN {
             // New, or cut short before its first header reached the disk (a
             // header is only written after sled holds every turn before it).
             wal.restart().map_err(io_error)?;
@@ -118,36 +118,46 @@ impl Wal {
                 .map_err(io_error)?;
             return Ok((wal, Vec::new()));
         }
-        wal.epoch = read_header(&bytes)?;
-        let turns = wal.read_turns(&bytes)?;
+        let mut header = [0u8; 20];
+        wal.file.read_exact_at(&mut header, 0).map_err(io_error)?;
+        wal.epoch = read_header(&header)?;
+        let turns = wal.read_turns(len)?;
         Ok((wal, turns))
     }
 
-    /// The records of the current epoch from the header on; leaves `offset`
-    /// after the last.
-    fn read_turns(&mut self, bytes: &[u8]) -> Result<Vec<Writes>, StoreError> {
+    /// The records of the current epoch from the header on, in a file of
+    /// `file_len` bytes (the zeros and stale records after them are not
+    /// read); leaves `offset` after the last.
+    fn read_turns(&mut self, file_len: u64) -> Result<Vec<Writes>, StoreError> {
         let mut turns = Vec::new();
-        let mut at = HEADER_LEN as usize;
-        while let Some(head) = bytes.get(at..at + RECORD_HEADER) {
-            let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        let mut at = HEADER_LEN;
+        let mut head = [0u8; RECORD_HEADER];
+        let mut payload = Vec::new();
+        while at + RECORD_HEADER as u64 <= file_len {
+            self.file.read_exact_at(&mut head, at).map_err(io_error)?;
+            let len = u64::from(u32::from_le_bytes(head[..4].try_into().expect("4 bytes")));
             let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-            let start = at + RECORD_HEADER;
-            let Some(payload) = bytes.get(start..start + len) else {
+            let start = at + RECORD_HEADER as u64;
+            if len == 0 || start + len > file_len {
                 break;
-            };
-            if len == 0 || checksum(self.epoch, payload) != crc {
+            }
+            payload.resize(len as usize, 0);
+            self.file
+                .read_exact_at(&mut payload, start)
+                .map_err(io_error)?;
+            if checksum(self.epoch, &payload) != crc {
                 break;
             }
             // A record that checks but does not decode was written so: the
             // log cannot be trusted past it.
-            let turn = commit::decode(payload).map_err(|source| StoreError::Corrupt {
+            let turn = commit::decode(&payload).map_err(|source| StoreError::Corrupt {
                 key: format!("{FILE_NAME} record at byte {at}"),
                 source,
             })?;
             turns.push(turn);
             at = start + len;
         }
-        self.offset = at as u64;
+        self.offset = at;
         self.synced = self.offset;
         Ok(turns)
     }
@@ -197,9 +207,16 @@ impl Wal {
         if end <= self.allocated {
             return Ok(());
         }
+        // From a static page of zeros: a buffer of the growth's size, touched
+        // to be zeroed, stayed with the allocator (+4.6 MiB of idle RSS).
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let new_len = end.div_ceil(GROWTH) * GROWTH;
-        let zeros = vec![0u8; (new_len - self.allocated) as usize];
-        self.file.write_all_at(&zeros, self.allocated)?;
+        let mut at = self.allocated;
+        while at < new_len {
+            let n = (new_len - at).min(ZEROS.len() as u64);
+            self.file.write_all_at(&ZEROS[..n as usize], at)?;
+            at += n;
+        }
         self.file.sync_data()?;
         self.allocated = new_len;
         Ok(())
@@ -231,9 +248,8 @@ impl Wal {
     }
 }
 
-/// The epoch in a log's first page.
-fn read_header(bytes: &[u8]) -> Result<u64, StoreError> {
-    let header = &bytes[..20];
+/// The epoch in a log's header.
+fn read_header(header: &[u8; 20]) -> Result<u64, StoreError> {
     let crc = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes"));
     if header[..8] != MAGIC || crc32fast::hash(&header[..16]) != crc {
         // Not a wasmjobs log, or damaged: what it holds cannot be replayed.
