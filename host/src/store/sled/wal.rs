@@ -14,7 +14,8 @@
 //! on the device, waited for), so a turn is as durable as it was under sled:
 //! it survives the process being killed at any instant and the kernel
 //! crashing (a power cut can lose what the device's volatile cache held, as
-//! under sled). For it to cover a record's bytes without the file's metadata,
+//! under sled; and sled itself never syncs its blob files, see the README's
+//! *Reliability*). For it to cover a record's bytes without the file's metadata,
 //! the file grows in steps of zeros, each synced with `fdatasync` before
 //! records are written into it; the writer grows it [`HEADROOM`] ahead after
 //! answering a turn's waiters ([`Wal::grow_ahead`]), so a sync on their path
