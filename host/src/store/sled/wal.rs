@@ -90,7 +90,8 @@ pub(super) struct Wal {
 impl Wal {
     /// Open the log in `dir`, creating it if there is none, and return the
     /// turns it holds since the last checkpoint, oldest first. Apply them to
-    /// sled, flush sled, then [`Wal::restart`] before appending.
+    /// sled, flush sled, then [`Wal::restart`] (which writes a new log's
+    /// header) before appending.
     pub(super) fn open(dir: &Path) -> Result<(Self, Vec<Writes>), StoreError> {
         let path = dir.join(FILE_NAME);
         let file = OpenOptions::new()
@@ -100,20 +101,20 @@ impl Wal {
             .truncate(false)
             .open(&path)
             .map_err(io_error)?;
+        let len = file.metadata().map_err(io_error)?.len();
         let mut wal = Self {
             file,
             epoch: 0,
             offset: HEADER_LEN,
             synced: HEADER_LEN,
-            allocated: 0,
+            allocated: len,
             record: Vec::new(),
         };
-        let len = wal.file.metadata().map_err(io_error)?.len();
-        wal.allocated = len;
         if len < HEADER_LEN {
             // New, or cut short before its first header reached the disk (a
-            // header is only written after sled holds every turn before it).
-            wal.restart().map_err(io_error)?;
+            // header is only written after sled holds every turn before it):
+            // nothing to replay. Its name is made durable in the directory;
+            // the caller's restart writes its header.
             File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io_error)?;
@@ -323,11 +324,18 @@ mod tests {
             .collect()
     }
 
+    /// A new log in `dir`, ready for appends (as the store's open leaves it).
+    fn new_log(dir: &Path) -> Wal {
+        let (mut wal, turns) = Wal::open(dir).expect("open");
+        assert!(turns.is_empty());
+        wal.restart().expect("restart");
+        wal
+    }
+
     #[test]
     fn appended_turns_are_read_back_in_order_until_a_restart() {
         let dir = tempfile::tempdir().expect("dir");
-        let (mut wal, turns) = Wal::open(dir.path()).expect("open");
-        assert!(turns.is_empty());
+        let mut wal = new_log(dir.path());
         let one = turn(&[("a", Some("1")), ("b", None)]);
         let two = turn(&[("a", Some("2"))]);
         wal.append(&one).expect("append");
@@ -356,7 +364,7 @@ mod tests {
     fn a_record_cut_short_or_damaged_ends_the_log() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join(FILE_NAME);
-        let (mut wal, _) = Wal::open(dir.path()).expect("open");
+        let mut wal = new_log(dir.path());
         let one = turn(&[("a", Some("1"))]);
         wal.append(&one).expect("append");
         let end_of_one = wal.offset;
@@ -395,7 +403,7 @@ mod tests {
     #[test]
     fn the_file_is_grown_ahead_of_the_next_record() {
         let dir = tempfile::tempdir().expect("dir");
-        let (mut wal, _) = Wal::open(dir.path()).expect("open");
+        let mut wal = new_log(dir.path());
         wal.append(&turn(&[("a", Some("1"))])).expect("append");
         wal.grow_ahead().expect("grow");
         let len = std::fs::metadata(dir.path().join(FILE_NAME))
@@ -409,7 +417,7 @@ mod tests {
     #[test]
     fn the_log_asks_for_a_checkpoint_past_its_size() {
         let dir = tempfile::tempdir().expect("dir");
-        let (mut wal, _) = Wal::open(dir.path()).expect("open");
+        let mut wal = new_log(dir.path());
         let big = vec![(
             IVec::from(&b"k"[..]),
             Some(IVec::from(vec![7u8; 1024 * 1024])),
