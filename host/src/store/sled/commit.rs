@@ -292,6 +292,25 @@ mod tests {
     }
 
     #[test]
+    fn a_settle_past_the_logs_size_checkpoints() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(dir.path());
+        let mut committer = Committer::open(db.clone(), dir.path()).expect("committer");
+        let size = super::super::wal::CHECKPOINT_BYTES as usize;
+        let big = IVec::from(vec![7u8; size]);
+        assert!(
+            committer
+                .commit(vec![(iv("big"), Some(big))])
+                .expect("commit")
+        );
+        committer.sync().expect("sync");
+        committer.settle().expect("settle");
+        assert_eq!(db.get("big").expect("get").map(|v| v.len()), Some(size));
+        let (_wal, turns) = Wal::open(dir.path()).expect("log");
+        assert!(turns.is_empty(), "the log started over");
+    }
+
+    #[test]
     fn an_earlier_releases_turn_key_is_applied_at_open() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = open(dir.path());

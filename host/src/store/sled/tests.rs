@@ -344,6 +344,35 @@ pub(in crate::store) fn attempt_end(outcome: &str) -> crate::store::AttemptEnd {
 }
 
 /// A pending `noop` job with default settings.
+/// A store dropped cleanly checkpoints on its writer's way out: the next
+/// open has nothing to replay.
+#[tokio::test]
+async fn a_clean_close_leaves_the_log_empty() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SledStore::open(dir.path()).expect("store");
+    store
+        .job_insert_many(vec![pending_noop()])
+        .await
+        .expect("insert");
+    let (_wal, turns) = super::wal::Wal::open(dir.path()).expect("log");
+    assert!(!turns.is_empty(), "the submit is in the log");
+    drop(store);
+    // The writer ends on its own thread, a moment after the drop.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_wal, turns) = super::wal::Wal::open(dir.path()).expect("log");
+        if turns.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log still holds {} turns",
+            turns.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 pub(in crate::store) fn pending_noop() -> Job {
     Job::new(
         Uuid::now_v7(),
