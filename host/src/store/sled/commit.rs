@@ -2,8 +2,9 @@
 //! is durable, all of it or (after a crash) none, before its waiters are
 //! answered; then applied to sled key by key ([`Committer::settle`]; readers
 //! see the keys in the overlay meanwhile). sled is flushed only at a
-//! checkpoint, when the log has grown long and at close; at open, the turns
-//! the log holds are applied again ([`Committer::open`]).
+//! checkpoint, when the log has grown long and at close, its blob files synced
+//! too ([`BlobSync`]); at open, the turns the log holds are applied again
+//! ([`Committer::open`]).
 //!
 //! Earlier releases made a small turn durable under one sled key
 //! ([`TURN_KEY`]) and a large one as an `apply_batch`; a store they wrote may
@@ -13,6 +14,7 @@ use std::path::Path;
 
 use ::sled::{Db, IVec};
 
+use super::blobs::BlobSync;
 use super::keys;
 use super::queue_blocks::QueueBlocks;
 use super::wal::Wal;
@@ -37,6 +39,8 @@ pub(super) struct Committer {
     unsettled: Writes,
     /// Packs the turns' queue entries.
     queue: QueueBlocks,
+    /// sled's blob files, synced at each checkpoint.
+    blobs: BlobSync,
 }
 
 impl Committer {
@@ -46,6 +50,7 @@ impl Committer {
     pub(super) fn open(db: Db, dir: &Path) -> Result<Self, StoreError> {
         recover_turn_key(&db)?;
         let (mut wal, turns) = Wal::open(dir)?;
+        let mut blobs = BlobSync::new(dir);
         if !turns.is_empty() {
             // One batch: a later turn's write of a key replaces an earlier one's.
             let mut batch = ::sled::Batch::default();
@@ -55,12 +60,17 @@ impl Committer {
             db.apply_batch(batch)?;
             db.flush()?;
         }
+        // A process killed before it could checkpoint may have left blobs the
+        // kernel holds but the device does not: all of them are synced before
+        // the log that covers them starts over.
+        blobs.sync_new().map_err(::sled::Error::Io)?;
         wal.restart().map_err(::sled::Error::Io)?;
         Ok(Self {
             db,
             wal,
             unsettled: Writes::new(),
             queue: QueueBlocks::default(),
+            blobs,
         })
     }
 
@@ -98,9 +108,17 @@ impl Committer {
     /// Make sled durable and start the log over (at close, and as the log
     /// grows), so that a restart has little or nothing to replay.
     pub(super) fn checkpoint(&mut self) -> Result<(), ::sled::Error> {
+        let started = std::time::Instant::now();
         self.apply_unsettled()?;
         self.db.flush()?;
-        Ok(self.wal.restart()?)
+        let blobs = self.blobs.sync_new()?;
+        self.wal.restart()?;
+        tracing::debug!(
+            blobs,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "store checkpoint"
+        );
+        Ok(())
     }
 
     fn apply_unsettled(&mut self) -> Result<(), ::sled::Error> {
@@ -308,6 +326,26 @@ mod tests {
         assert_eq!(db.get("big").expect("get").map(|v| v.len()), Some(size));
         let (_wal, turns) = Wal::open(dir.path()).expect("log");
         assert!(turns.is_empty(), "the log started over");
+    }
+
+    #[test]
+    fn a_checkpoint_syncs_the_blob_files_sled_wrote() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(dir.path());
+        let mut committer = Committer::open(db.clone(), dir.path()).expect("committer");
+        // Over sled's blob threshold (a quarter of its 512 KiB segments).
+        let big = IVec::from(vec![7u8; 256 * 1024]);
+        assert!(
+            committer
+                .commit(vec![(iv("big"), Some(big))])
+                .expect("commit")
+        );
+        committer.sync().expect("sync");
+        committer.checkpoint().expect("checkpoint");
+        assert!(
+            committer.blobs.sync_new().expect("sync") == 0 && committer.blobs.synced() >= 1,
+            "the checkpoint synced the blob the value went to"
+        );
     }
 
     #[test]

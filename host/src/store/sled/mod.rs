@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+mod blobs;
 mod changes;
 mod claim;
 mod commit;
