@@ -61,7 +61,7 @@ struct Inner {
     /// idle workers wait on it.
     ready: Arc<Notify>,
     /// Wakes the scheduler when a job is scheduled earlier than it planned.
-    scheduled: Notify,
+    scheduled: scheduler::SchedulerWake,
     /// Set once to stop claiming new jobs.
     shutdown: watch::Sender<bool>,
     dropped_hooks: std::sync::atomic::AtomicU64,
@@ -98,7 +98,7 @@ impl JobService {
                 logs,
                 running: Mutex::new(HashMap::new()),
                 ready,
-                scheduled: Notify::new(),
+                scheduled: scheduler::SchedulerWake::default(),
                 shutdown: watch::channel(false).0,
                 dropped_hooks: std::sync::atomic::AtomicU64::new(0),
                 attempts_recorded: std::sync::atomic::AtomicU64::new(0),
@@ -274,7 +274,7 @@ impl JobService {
     pub fn begin_shutdown(&self) {
         self.inner.shutdown.send_replace(true);
         self.inner.ready.notify_waiters();
-        self.inner.scheduled.notify_waiters();
+        self.inner.scheduled.wake();
     }
 
     /// Attempts this node's workers ran to an end and recorded since it started

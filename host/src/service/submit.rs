@@ -224,11 +224,12 @@ impl JobService {
         Ok(jobs)
     }
 
-    /// Wake the scheduler for a scheduled job. (The store wakes the workers
-    /// for a pending one as soon as it is staged, before it is durable.)
+    /// Wake the scheduler for a scheduled job due before its next look. (The
+    /// store wakes the workers for a pending one as soon as it is staged,
+    /// before it is durable.)
     fn announce(&self, job: &Job) {
         if job.status == Status::Scheduled {
-            self.inner.scheduled.notify_one();
+            self.inner.scheduled.due_at(job.run_at.unwrap_or(0));
         }
     }
 

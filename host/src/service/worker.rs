@@ -192,8 +192,8 @@ impl JobService {
                 self.inner
                     .attempts_recorded
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if matches!(next, Next::RetryAt(_)) {
-                    self.inner.scheduled.notify_one();
+                if let Next::RetryAt(at) = next {
+                    self.inner.scheduled.due_at(at);
                 }
                 claimed
             }
