@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::blocking;
 use super::error::{ApiError, ErrorBody};
-use super::view::{JobEnvelope, JobView, JobsEnvelope};
+use super::view::{JobEnvelope, JobView, JobsEnvelope, VIEW_BYTES, sized_json};
 use crate::job::{Command, Kind, Status, now_ms};
 use crate::service::{JobRequest, JobService, ServiceError};
 use crate::store::JobFilter;
@@ -164,7 +164,7 @@ pub(super) async fn submit(
     let view = JobEnvelope {
         job: JobView::of(&job, &[]),
     };
-    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+    Ok(sized_json(StatusCode::ACCEPTED, &view, VIEW_BYTES))
 }
 
 /// Submit many jobs at once, all or nothing, with one durable write.
@@ -192,7 +192,11 @@ pub(super) async fn submit_batch(
     let view = JobsEnvelope {
         jobs: jobs.iter().map(|j| JobView::of(j, &[])).collect(),
     };
-    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+    Ok(sized_json(
+        StatusCode::ACCEPTED,
+        &view,
+        VIEW_BYTES * jobs.len(),
+    ))
 }
 
 /// A blocking query (Nomad): answer once the data's index passes `index`, or
