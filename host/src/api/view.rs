@@ -199,7 +199,9 @@ mod tests {
             3,
         );
         job.event("Received", "accepted and stored");
-        let len = serde_json::to_vec(&JobView::of(&job, &[])).expect("json").len();
+        let len = serde_json::to_vec(&JobView::of(&job, &[]))
+            .expect("json")
+            .len();
         assert!(len <= VIEW_BYTES, "a new job's view takes {len} bytes");
     }
 
