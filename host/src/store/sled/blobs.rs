@@ -5,10 +5,13 @@
 //! never syncs it: its flush syncs the log segment that points at the blob,
 //! not the blob. After a kernel crash or a power cut the segment can survive
 //! and the blob not, and sled's recovery treats the blob that fails its CRC as
-//! the end of its log. Between checkpoints the write-ahead log covers that;
-//! a checkpoint, which starts the log over, must first make every blob sled's
-//! flushed state points at durable. [`BlobSync::sync_new`] does, once per file
-//! (sled writes a blob once, under a new name, and only ever removes it).
+//! the end of its log. Between checkpoints the write-ahead log holds every
+//! turn since the last one and redoes what such a cut loses; a checkpoint,
+//! which starts the log over, must first make every blob sled's flushed state
+//! points at durable. [`BlobSync::sync_new`] does, once per file (sled writes
+//! a blob once, under a new name, and only ever removes it). Not covered: a
+//! blob file lost whole between checkpoints, which sled's recovery takes for
+//! one it removed (see the README's *Reliability*).
 
 use std::collections::HashSet;
 use std::ffi::OsString;
