@@ -89,6 +89,10 @@ async fn a_scheduled_job_runs_no_earlier_than_its_delay() {
     let enqueued = job["enqueue_time"].as_u64().expect("enqueue_time");
     assert_eq!(job["run_at"].as_u64(), Some(enqueued + 2));
     let id = job["id"].as_str().expect("id");
+    // The 202 shows the job as stored: a read right after (nothing has
+    // happened to it yet) answers the same view, `Received` event included.
+    assert_eq!(job["task_events"][0]["type"], "Received", "{job}");
+    assert_eq!(s.job(id).await, *job);
     // It exists, so does its log: empty until it starts.
     let (status, text) = s.log(id).await;
     assert_eq!(status, StatusCode::OK);
@@ -293,6 +297,11 @@ async fn a_batch_is_stored_in_order_and_runs() {
         .map(|j| j["name"].as_str().unwrap_or("?"))
         .collect();
     assert_eq!(names, ["noop", "demo", "noop"]);
+    assert!(
+        list.iter()
+            .all(|j| j["task_events"][0]["type"] == "Received"),
+        "each job as stored: {body}"
+    );
     // Ids are time-ordered (UUIDv7): they sort in submission order, and so do
     // the records they key in the store.
     let mut ids: Vec<String> = list

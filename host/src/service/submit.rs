@@ -139,7 +139,17 @@ impl JobService {
     pub async fn submit(&self, request: JobRequest) -> Result<Job, ServiceError> {
         let upstream = request.upstream;
         let job = self.prepare(request).await?;
-        self.store().job_insert_many(vec![job.clone()]).await?;
+        let job = self
+            .store()
+            .job_insert_many(vec![job])
+            .await?
+            .pop()
+            .ok_or_else(|| {
+                // The store answers with the jobs it was given.
+                ServiceError::Store(StoreError::Io(::sled::Error::ReportableBug(
+                    "job_insert_many stored no job".into(),
+                )))
+            })?;
         if let Some(up) = upstream {
             self.store().job_add_execution(up, job.id, now_ms()).await?;
         }
@@ -217,7 +227,7 @@ impl JobService {
         if let Some(refused) = refused {
             return Err(refused);
         }
-        self.store().job_insert_many(jobs.clone()).await?;
+        let jobs = self.store().job_insert_many(jobs).await?;
         for job in &jobs {
             self.announce(job);
         }

@@ -155,7 +155,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Insert new jobs, all or none, and return once they are durable. A `unique`
     /// job whose name and parameters match a live one (pending, scheduled or
     /// running) is refused with [`StoreError::Duplicate`], and so is the batch.
-    async fn job_insert_many(&self, jobs: Vec<Job>) -> Result<(), StoreError>;
+    /// Returns the jobs as stored (with their sequence numbers and `Received`
+    /// event), in the order given.
+    async fn job_insert_many(&self, jobs: Vec<Job>) -> Result<Vec<Job>, StoreError>;
 
     /// Return once the write that queued job `id` (its submit, a retry, a due
     /// schedule, a periodic fire) is durable, at once when it has long been. A

@@ -115,7 +115,7 @@ impl SledStore {
 
 #[async_trait::async_trait]
 impl Store for SledStore {
-    async fn job_insert_many(&self, mut jobs: Vec<Job>) -> Result<(), StoreError> {
+    async fn job_insert_many(&self, mut jobs: Vec<Job>) -> Result<Vec<Job>, StoreError> {
         {
             let _w = self.lock();
             let mut batch = Batch::default();
@@ -145,7 +145,8 @@ impl Store for SledStore {
             }
             self.apply(batch, order)?;
         }
-        Ok(self.staging.durable().await?)
+        self.staging.durable().await?;
+        Ok(jobs)
     }
 
     async fn job_durable(&self, id: Uuid) -> Result<(), StoreError> {
