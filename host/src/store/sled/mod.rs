@@ -24,6 +24,7 @@ mod ids;
 mod index;
 mod locks;
 mod logs;
+mod overlay_key;
 mod queue_blocks;
 mod ready;
 mod scan;

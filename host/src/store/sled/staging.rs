@@ -29,6 +29,7 @@ use ::sled::IVec;
 use tokio::sync::watch;
 
 use super::commit::{Committer, Writes};
+use super::overlay_key::OverlayKey;
 pub(super) use super::scan::Scan;
 use super::scan::{SledItem, prefix_bounds};
 
@@ -60,7 +61,7 @@ type Turn = (Writes, u64, bool);
 struct State {
     /// The latest staged value of every key the writer has not applied yet;
     /// those staged after `taken` are its next turn's writes.
-    overlay: BTreeMap<IVec, Entry>,
+    overlay: BTreeMap<OverlayKey, Entry>,
     /// Writes staged since the writer's last turn (ends its lingering).
     untaken: usize,
     /// Generation of the last write the writer took.
@@ -89,7 +90,7 @@ impl State {
             .filter(|(_, e)| e.generation > self.taken)
             // Keys sled never had that end removed: nothing to write.
             .filter(|(_, e)| !(e.fresh && e.value.is_none()))
-            .map(|(k, e)| (k.clone(), e.value.clone()))
+            .map(|(k, e)| (k.ivec().clone(), e.value.clone()))
             .collect();
         self.taken = self.staged;
         self.untaken = 0;
@@ -193,7 +194,7 @@ impl Staging {
         for (key, value, new) in batch.writes {
             // One search of the overlay per key: it holds every write the
             // writer has not applied yet, and writers queue on this lock.
-            match state.overlay.entry(key) {
+            match state.overlay.entry(OverlayKey::new(key)) {
                 std::collections::btree_map::Entry::Occupied(mut slot) => {
                     let prior = slot.get();
                     let fresh = match (prior.generation > taken, &value) {
@@ -286,9 +287,13 @@ impl Staging {
         rev: bool,
     ) -> Option<(IVec, Option<IVec>)> {
         let state = self.lock();
-        let mut range = state.overlay.range::<IVec, _>(window.clone());
+        let bounds = (
+            window.0.as_ref().map(|k| &k[..]),
+            window.1.as_ref().map(|k| &k[..]),
+        );
+        let mut range = state.overlay.range::<[u8], _>(bounds);
         let next = if rev { range.next_back() } else { range.next() };
-        next.map(|(k, e)| (k.clone(), e.value.clone()))
+        next.map(|(k, e)| (k.ivec().clone(), e.value.clone()))
     }
 
     /// Entries whose keys start with `prefix`, in key order.
