@@ -20,8 +20,9 @@ const HEAD: usize = 16;
 /// A key of the overlay, ordered as its bytes are.
 ///
 /// The head is the key's first [`HEAD`] bytes, zero-padded, as two big-endian
-/// words (compared in turn, as one 128-bit number would be). Heads order keys as their bytes do wherever they differ: two keys
-/// that differ first at a byte within the head compare as that byte does, and
+/// words (compared in turn, as one 128-bit number would be). Heads order keys
+/// as their bytes do wherever they differ: two keys that differ first at a
+/// byte within the head compare as that byte does, and
 /// a key that is a prefix of another has the lower or an equal head (its
 /// padding is zeros). Equal heads fall back to the bytes. So the order, and
 /// equality, are those of `[u8]`, which makes `Borrow<[u8]>` sound: the map is
@@ -39,10 +40,9 @@ impl OverlayKey {
         let mut head = [0u8; HEAD];
         let n = key.len().min(HEAD);
         head[..n].copy_from_slice(&key[..n]);
-        let (hi, lo) = head.split_at(HEAD / 2);
-        let word = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
+        let head = u128::from_be_bytes(head);
         Self {
-            head: (word(hi), word(lo)),
+            head: ((head >> 64) as u64, head as u64),
             key,
         }
     }
