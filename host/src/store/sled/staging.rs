@@ -5,13 +5,14 @@
 //! synced writes per noop job and ~800 KB of block I/O per job, which bounded the
 //! drain at ~2-4k jobs/s with the tokio threads blocked in the kernel. So writers
 //! do not call sled. Each store operation stages its whole change (every key it
-//! sets or removes) here, under the store's write lock, and returns; one writer
-//! thread takes everything staged since its last turn as **one** commit: it
-//! appends the turn to the store's log and syncs it (atomic across a crash: a
-//! crash keeps a prefix of whole turns, see `commit.rs` and `wal.rs`), answers
-//! the waiters, and only then writes the turn's keys into sled. Under load one
-//! record and one sync cover hundreds of operations; when idle a lone write
-//! costs one of each.
+//! sets or removes) here, under the store's write lock, and returns; a turn
+//! takes everything staged since the last one as **one** commit: it appends
+//! the turn to the store's log and syncs it (atomic across a crash: a crash
+//! keeps a prefix of whole turns, see `commit.rs` and `wal.rs`), answers the
+//! waiters, and only then writes the turn's keys into sled. The writer thread
+//! runs the turns, or a waiter that finds the log free runs its own (see
+//! `writer.rs`). Under load one record and one sync cover hundreds of
+//! operations; when idle a lone write costs one of each.
 //!
 //! Until the writer has applied an entry, reads find it here: [`Staging::get`]
 //! looks here first, then in sled, and [`Staging::scan`] merges both in key order
@@ -32,6 +33,8 @@ use super::commit::{Committer, Writes};
 use super::overlay_key::OverlayKey;
 pub(super) use super::scan::Scan;
 use super::scan::{SledItem, prefix_bounds};
+
+mod writer;
 
 /// How long the writer gathers writes that nobody waits for before it applies
 /// them (a durability wait or [`MAX_LINGER_WRITES`] writes end it early).
@@ -72,6 +75,9 @@ struct State {
     flush_wanted: u64,
     /// Generation of the last turn synced to the log.
     durable: u64,
+    /// A caller logged a turn itself ([`Staging::lead`]): the writer applies
+    /// it to sled.
+    settle_wanted: bool,
     closed: bool,
 }
 
@@ -135,6 +141,11 @@ pub(super) struct Staging {
     db: ::sled::Db,
     state: Mutex<State>,
     wake: Condvar,
+    /// The store's log, held by whoever logs a turn: the writer thread, or a
+    /// caller waiting for its own write that finds it free. Taken before
+    /// `state`, and turns are taken from `state` under it, so they reach the
+    /// log in the order they were taken.
+    log: Mutex<writer::Log>,
     /// Scans hold it shared; the writer holds it exclusively while it removes
     /// applied entries from the overlay.
     gate: RwLock<()>,
@@ -158,19 +169,12 @@ impl Staging {
             db,
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
+            log: Mutex::new(writer::Log::default()),
             gate: RwLock::new(()),
             done: watch::channel(Ok(0)).0,
             #[cfg(test)]
             flush_pause: RwLock::new(()),
         })
-    }
-
-    fn spawn_writer(self: &Arc<Self>, committer: Committer) -> std::io::Result<()> {
-        let writer = self.clone();
-        std::thread::Builder::new()
-            .name("wasmjobs-store-writer".into())
-            .spawn(move || writer.writer_loop(committer))?;
-        Ok(())
     }
 
     /// The database, for reads that merge it with the overlay themselves.
@@ -325,8 +329,20 @@ impl Staging {
     }
 
     /// Return once the operations up to generation `ticket` (see
-    /// [`Staging::stage`]) are durable (synced to the log).
+    /// [`Staging::stage`]) are durable (synced to the log): logged and synced
+    /// on this thread when the log is free ([`Staging::lead`]), else by the
+    /// writer thread (or a caller that got there first).
     pub(super) async fn durable_through(&self, ticket: u64) -> Result<(), ::sled::Error> {
+        if self.lock().durable >= ticket {
+            return Ok(());
+        }
+        if self.lead(ticket)? {
+            // The waiters the turn answered were woken into this thread's
+            // LIFO slot: they go first (a worker's guest starts before this
+            // caller's answer is written).
+            tokio::task::yield_now().await;
+            return Ok(());
+        }
         {
             let mut state = self.lock();
             if state.durable >= ticket {
@@ -356,73 +372,6 @@ impl Staging {
         self.lock().closed = true;
         self.wake.notify_one();
     }
-
-    fn writer_loop(self: Arc<Self>, mut committer: Committer) {
-        loop {
-            let (writes, generation, closed) = {
-                let mut state = self.lock();
-                while !state.has_untaken() && state.flush_wanted <= state.durable && !state.closed {
-                    state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
-                }
-                // Nobody waits for these writes (worker claims and finishes,
-                // check-ins): gather more of them into this batch.
-                state = self
-                    .wake
-                    .wait_timeout_while(state, LINGER, |s| {
-                        s.flush_wanted <= s.durable && !s.closed && s.untaken < MAX_LINGER_WRITES
-                    })
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-                state.take()
-            };
-            if let Err(e) = self.apply(&mut committer, writes, generation) {
-                tracing::error!(error = %e, "the store cannot write; acknowledged writes now fail");
-                let _previous = self.done.send_replace(Err(e.to_string()));
-                // Staged entries stay in the overlay: reads stay consistent with
-                // what was answered, and every later durable wait fails.
-                return;
-            }
-            if closed && !self.lock().has_untaken() {
-                // A clean stop leaves the log empty: the next open replays nothing.
-                if let Err(e) = committer.checkpoint() {
-                    tracing::error!(error = %e, "the store's closing checkpoint failed; the next open replays its log");
-                }
-                return;
-            }
-        }
-    }
-
-    fn apply(
-        &self,
-        committer: &mut Committer,
-        mut writes: Writes,
-        generation: u64,
-    ) -> Result<(), ::sled::Error> {
-        // The turn's changefeed records and creation-order entries go to sled
-        // as one block each.
-        super::logs::pack(&mut writes);
-        let count = writes.len();
-        let logged = committer.commit(writes)?;
-        #[cfg(test)]
-        drop(self.flush_pause.write().unwrap_or_else(|p| p.into_inner()));
-        // Every turn is synced, waited for or not: sled gets its keys only
-        // after the log holds them (see `wal.rs`).
-        if logged {
-            committer.sync()?;
-        }
-        self.lock().durable = generation;
-        let _previous = self.done.send_replace(Ok(generation));
-        // Off the waiters' path: the turn's own keys in sled.
-        committer.settle()?;
-        if count > 0 {
-            reclaim_garbage(count);
-        }
-        // sled has them (or, for new keys that ended removed, need not): drop
-        // them from the overlay, unless staged again since.
-        let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
-        self.lock().overlay.retain(|_, e| e.generation > generation);
-        Ok(())
-    }
 }
 
 /// Reads made while [`Staging::hold`] keeps applied entries in the overlay.
@@ -444,25 +393,6 @@ impl<'a> Held<'a> {
         hi: Bound<IVec>,
     ) -> impl DoubleEndedIterator<Item = SledItem> + 'a {
         self.staging.db().range::<IVec, _>((lo, hi))
-    }
-}
-
-/// Free the B-tree pages that `count` sled writes replaced.
-///
-/// sled frees a replaced page through `crossbeam-epoch`: every write clones its
-/// leaf and defers the old one's drop. crossbeam frees deferred garbage only
-/// when a thread pins, and then at most 8 bags of 64 every 128 pins per
-/// thread; `apply_batch` pins once for the whole batch. So a writer applying
-/// thousands of writes per pin piled garbage up faster than it was freed:
-/// measured, ~8 KB per bulk-submitted job, 0.6-1.1 GiB of RSS after 100k jobs
-/// with small records, all of it freed only when the store closed. Pinning and
-/// flushing here (each flush frees up to 8 expired bags) keeps up with what the
-/// batch deferred: ~200 MiB at the same point.
-fn reclaim_garbage(count: usize) {
-    // About two deferred drops per write (the page and its cache entry), 512
-    // per flush, and a few rounds for the epoch to advance past them.
-    for _ in 0..count / 256 + 4 {
-        crossbeam_epoch::pin().flush();
     }
 }
 
@@ -542,10 +472,9 @@ mod tests {
             [(iv("old"), None), (iv("q2"), Some(iv("")))],
             "no write of q1, one of each other key"
         );
-        let mut committer = Committer::open(db.clone(), dir.path()).expect("committer");
-        staging
-            .apply(&mut committer, writes, generation)
-            .expect("apply");
+        let committer = Committer::open(db.clone(), dir.path()).expect("committer");
+        let mut log = writer::Log::new(committer);
+        staging.apply(&mut log, writes, generation).expect("apply");
         assert_eq!(db.get("q2").expect("get"), Some(iv("")), "a kept new key");
         assert_eq!(db.get("old").expect("get"), None, "an old key's removal");
         // A turn whose writes were all dropped still empties the overlay.
@@ -557,9 +486,7 @@ mod tests {
         staging.stage(batch);
         let (writes, generation, ..) = staging.lock().take();
         assert!(writes.is_empty());
-        staging
-            .apply(&mut committer, writes, generation)
-            .expect("apply");
+        staging.apply(&mut log, writes, generation).expect("apply");
         assert!(staging.lock().overlay.is_empty());
     }
 
