@@ -15,11 +15,15 @@
 //! and a sleeping vCPU of this project's VMs takes tens of microseconds to
 //! wake: more than the work of the turn.
 
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, MutexGuard, PoisonError, TryLockError};
 use std::time::Instant;
 
 use super::super::commit::{Committer, Writes};
 use super::{LINGER, MAX_LINGER_WRITES, Staging};
+
+/// The most staged writes a waiter logs itself: a few hundred single
+/// submits' worth (one is ~6 writes), well short of a bulk request's.
+const LEAD_MAX_WRITES: usize = 1024;
 
 /// The log's side of the store, behind [`Staging`]'s `log` lock.
 #[derive(Debug, Default)]
@@ -43,7 +47,19 @@ impl Log {
 
 impl Staging {
     fn lock_log(&self) -> MutexGuard<'_, Log> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner())
+        self.log.lock().unwrap_or_else(|p| self.poisoned(p))
+    }
+
+    /// The log's lock after a panic while it was held: a turn may have been
+    /// taken and never logged, so no later turn may say it is durable. The
+    /// store stops writing, as after an I/O error.
+    fn poisoned<'a>(&self, p: PoisonError<MutexGuard<'a, Log>>) -> MutexGuard<'a, Log> {
+        let mut log = p.into_inner();
+        let e = ::sled::Error::Io(std::io::Error::other(
+            "a thread panicked while it logged a turn",
+        ));
+        self.fail(&mut log, &e);
+        log
     }
 
     pub(super) fn spawn_writer(self: &Arc<Self>, committer: Committer) -> std::io::Result<()> {
@@ -66,8 +82,13 @@ impl Staging {
         if self.flush_pause.try_write().is_err() {
             return Ok(false);
         }
-        let Ok(mut log) = self.log.try_lock() else {
-            return Ok(false);
+        let mut log = match self.log.try_lock() {
+            Ok(log) => log,
+            Err(TryLockError::WouldBlock) => return Ok(false),
+            Err(TryLockError::Poisoned(p)) => {
+                drop(self.poisoned(p));
+                return Err(stopped());
+            }
         };
         // The writer has yet to apply the last turn to sled: that is its
         // work, and long for a large turn.
@@ -79,7 +100,10 @@ impl Staging {
             if state.durable >= ticket {
                 return Ok(true);
             }
-            if state.closed {
+            // A large turn (a bulk request's, or a linger's worth of claims and
+            // finishes) is the writer's: its encoding and append would hold a
+            // tokio thread for milliseconds.
+            if state.closed || state.untaken > LEAD_MAX_WRITES {
                 return Ok(false);
             }
             let (writes, generation, _) = state.take();
@@ -225,8 +249,11 @@ impl Staging {
     /// the writer thread ends. Staged entries stay in the overlay: reads stay
     /// consistent with what was answered.
     fn fail(&self, log: &mut Log, e: &::sled::Error) {
+        if log.committer.take().is_none() {
+            // Already failed (or closed): the first error stands.
+            return;
+        }
         tracing::error!(error = %e, "the store cannot write; acknowledged writes now fail");
-        log.committer = None;
         let _previous = self.done.send_replace(Err(e.to_string()));
     }
 }
@@ -262,9 +289,37 @@ mod tests {
     use super::*;
     use crate::store::sled::wal::Wal;
 
+    fn iv(s: &str) -> IVec {
+        IVec::from(s.as_bytes())
+    }
+
+    fn stage(staging: &Staging, key: &str) -> u64 {
+        let mut batch = Batch::default();
+        batch.insert(key, "v");
+        staging.stage(batch)
+    }
+
+    /// The keys of every turn in the log, in order.
+    fn logged(dir: &std::path::Path) -> Vec<Vec<IVec>> {
+        let (_wal, turns) = Wal::open(dir).expect("log");
+        turns
+            .into_iter()
+            .map(|t| t.into_iter().map(|(k, _)| k).collect())
+            .collect()
+    }
+
+    async fn durable(staging: &Staging, generation: u64) {
+        let wait = std::time::Duration::from_secs(10);
+        tokio::time::timeout(wait, staging.durable_through(generation))
+            .await
+            .expect("durable in time")
+            .expect("no store error");
+    }
+
     /// With no writer thread to hand the turn to, a waiter still gets its
     /// write durable: it logs and syncs the turn itself. sled gets the keys
-    /// from the writer thread afterwards.
+    /// from the writer thread afterwards; until then the next waiter leaves
+    /// its turn to the writer, which logs it after the first.
     #[tokio::test]
     async fn a_waiter_logs_its_own_turn_when_the_log_is_free() {
         let dir = tempfile::tempdir().expect("dir");
@@ -272,27 +327,80 @@ mod tests {
         let staging = Staging::new(db.clone());
         let committer = Committer::open(db.clone(), dir.path()).expect("committer");
         staging.lock_log().committer = Some(committer);
-        let mut batch = Batch::default();
-        batch.insert("a1", "v");
-        let generation = staging.stage(batch);
-        let wait = std::time::Duration::from_secs(10);
-        tokio::time::timeout(wait, staging.durable_through(generation))
-            .await
-            .expect("durable without a writer thread")
-            .expect("no store error");
-        let (_wal, turns) = Wal::open(dir.path()).expect("log");
-        assert_eq!(
-            turns,
-            [vec![(IVec::from("a1"), Some(IVec::from("v")))]],
-            "the turn is in the log"
-        );
+        let a = stage(&staging, "a1");
+        durable(&staging, a).await;
+        assert_eq!(logged(dir.path()), [vec![iv("a1")]], "the turn is logged");
         assert_eq!(db.get("a1").expect("get"), None, "sled's keys wait");
-        assert_eq!(staging.get(b"a1").expect("get"), Some(IVec::from("v")));
+        assert_eq!(staging.get(b"a1").expect("get"), Some(iv("v")));
 
+        // The first turn is not in sled yet: the second is the writer's.
+        let b = stage(&staging, "b1");
+        assert!(!staging.lead(b).expect("lead"), "led before a settle");
         let writer = staging.clone();
-        std::thread::spawn(move || writer.writer_loop());
+        let writer = std::thread::spawn(move || writer.writer_loop());
+        durable(&staging, b).await;
+        assert_eq!(logged(dir.path()), [vec![iv("a1")], vec![iv("b1")]]);
         staging.settled().await;
-        assert_eq!(db.get("a1").expect("get"), Some(IVec::from("v")), "settled");
+        assert_eq!(db.get("a1").expect("get"), Some(iv("v")), "settled");
+        assert_eq!(db.get("b1").expect("get"), Some(iv("v")), "settled");
+        staging.close();
+        writer.join().expect("writer");
+        assert!(logged(dir.path()).is_empty(), "the close checkpointed");
+    }
+
+    /// Many waiters at once, leading or not: each one's write is in the log
+    /// when its wait returns, and the log holds every write once, in the
+    /// order staged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_waiters_are_logged_in_order_before_they_return() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = ::sled::open(dir.path()).expect("sled");
+        let committer = Committer::open(db.clone(), dir.path()).expect("committer");
+        let staging = Staging::start(db, committer).expect("staging");
+        let (tasks, each) = (16, 10);
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut handles = Vec::new();
+        for t in 0..tasks {
+            let (staging, order, dir) = (staging.clone(), order.clone(), dir.path().to_owned());
+            handles.push(tokio::spawn(async move {
+                for n in 0..each {
+                    let key = format!("k{t:02}-{n:02}");
+                    let generation = {
+                        // Staged and noted together: the order they were staged.
+                        let mut order = order.lock().expect("order");
+                        let generation = stage(&staging, &key);
+                        order.push(iv(&key));
+                        generation
+                    };
+                    durable(&staging, generation).await;
+                    let all: Vec<IVec> = logged(&dir).concat();
+                    assert!(
+                        all.contains(&iv(&key)),
+                        "{key} returned before it was logged"
+                    );
+                }
+            }));
+        }
+        for h in handles {
+            h.await.expect("task");
+        }
+        // A turn lists its keys sorted; the turns follow the staging order.
+        let order = order.lock().expect("order").clone();
+        let turns = logged(dir.path());
+        let mut all: Vec<IVec> = turns.concat();
+        all.sort();
+        let mut staged = order.clone();
+        staged.sort();
+        assert_eq!(all, staged, "every write logged once");
+        let rank = |k: &IVec| order.iter().position(|o| o == k).expect("staged");
+        for pair in turns.windows(2) {
+            let last = pair[0].iter().map(rank).max().expect("a write");
+            let first = pair[1].iter().map(rank).min().expect("a write");
+            assert!(
+                last < first,
+                "a turn logged a write staged after the next turn's"
+            );
+        }
         staging.close();
     }
 }
