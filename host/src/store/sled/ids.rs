@@ -102,19 +102,7 @@ mod tests {
             last
             // Dropped without any further write: as a crash would leave it.
         };
-        // sled's flusher thread may hold the old handle's file lock a moment
-        // longer on a loaded machine.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let db = loop {
-            match ::sled::open(dir.path()) {
-                Ok(db) => break db,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    tracing::debug!(error = %e, "the old handle still holds the lock");
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => panic!("reopen: {e:?}"),
-            }
-        };
+        let db = super::super::tests::when_free(|| ::sled::open(dir.path()));
         let ids = Ids::open(&db).expect("ids");
         let after = ids.take().expect("id");
         assert!(after > last, "{after} after a reopen, {last} before");

@@ -151,9 +151,6 @@ pub(super) struct Staging {
     gate: RwLock<()>,
     /// The durable generation, or the writer's fatal error.
     done: watch::Sender<Result<u64, String>>,
-    /// Tests hold it shared to stop the writer before its next flush.
-    #[cfg(test)]
-    flush_pause: RwLock<()>,
 }
 
 impl Staging {
@@ -172,8 +169,6 @@ impl Staging {
             log: Mutex::new(writer::Log::default()),
             gate: RwLock::new(()),
             done: watch::channel(Ok(0)).0,
-            #[cfg(test)]
-            flush_pause: RwLock::new(()),
         })
     }
 
@@ -276,11 +271,12 @@ impl Staging {
         }
     }
 
-    /// Hold the writer after its next commit, before it syncs, until the
-    /// guard drops.
+    /// Hold the log until the guard drops: nothing staged from now on is
+    /// logged, by the writer thread or by a waiter (which finds the log busy
+    /// and waits for the writer).
     #[cfg(test)]
-    pub(super) fn pause_flushes(&self) -> std::sync::RwLockReadGuard<'_, ()> {
-        self.flush_pause.read().unwrap_or_else(|p| p.into_inner())
+    pub(super) fn pause_flushes(&self) -> impl Sized + '_ {
+        self.lock_log()
     }
 
     /// The first staged entry of `window` in scan order (`rev`: the last); the
@@ -359,9 +355,7 @@ impl Staging {
                 Err(e) => return Err(::sled::Error::Io(std::io::Error::other(e.clone()))),
             }
             if rx.changed().await.is_err() {
-                return Err(::sled::Error::Io(std::io::Error::other(
-                    "the store writer stopped",
-                )));
+                return Err(writer::stopped());
             }
         }
     }

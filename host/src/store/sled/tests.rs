@@ -283,8 +283,6 @@ async fn held_until_flushed(store: &SledStore, id: Uuid, paused: impl Sized) {
 /// `job_durable` holds it back until the write that queued it is flushed:
 /// a submit, a submit abandoned by its client while it waited, and a retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-// Holding the pause across the awaits is the point: it holds the flush.
-#[expect(clippy::await_holding_lock)]
 async fn a_claimed_job_is_held_until_the_write_that_queued_it_is_flushed() {
     let dir = tempfile::tempdir().expect("dir");
     let store = Arc::new(SledStore::open(dir.path()).expect("store"));
@@ -385,18 +383,26 @@ pub(in crate::store) fn pending_noop() -> Job {
 }
 
 /// Open the store in `dir`, retrying while a database closed just before
-/// still holds the directory's lock (sled's threads let go of it
-/// asynchronously).
+/// still holds the directory's lock.
 pub(in crate::store) async fn open_when_free(dir: &Path) -> SledStore {
+    when_free(|| SledStore::open(dir))
+}
+
+/// `open()`, retried for up to 30 s while a database on the same directory,
+/// dropped just before, still holds its lock (sled's threads let go of it
+/// asynchronously, later on a loaded machine).
+pub(in crate::store) fn when_free<T, E: std::fmt::Debug>(
+    mut open: impl FnMut() -> Result<T, E>,
+) -> T {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        match SledStore::open(dir) {
-            Ok(store) => return store,
+        match open() {
+            Ok(opened) => return opened,
             Err(e) if std::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "the old database still holds the lock");
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                tracing::debug!(error = ?e, "the old database still holds the lock");
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            Err(e) => panic!("store: {e:?}"),
+            Err(e) => panic!("open: {e:?}"),
         }
     }
 }

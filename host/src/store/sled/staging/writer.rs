@@ -46,7 +46,7 @@ impl Log {
 }
 
 impl Staging {
-    fn lock_log(&self) -> MutexGuard<'_, Log> {
+    pub(super) fn lock_log(&self) -> MutexGuard<'_, Log> {
         self.log.lock().unwrap_or_else(|p| self.poisoned(p))
     }
 
@@ -76,12 +76,6 @@ impl Staging {
     /// Blocks the caller for one append and one sync of the log (the device's
     /// sync, ~60-150 µs here); the turn's sled work is the writer thread's.
     pub(super) fn lead(&self, ticket: u64) -> Result<bool, ::sled::Error> {
-        // Tests pause the writer before its sync: a leader would block on the
-        // pause in the test's own task.
-        #[cfg(test)]
-        if self.flush_pause.try_write().is_err() {
-            return Ok(false);
-        }
         let mut log = match self.log.try_lock() {
             Ok(log) => log,
             Err(TryLockError::WouldBlock) => return Ok(false),
@@ -215,8 +209,6 @@ impl Staging {
         super::super::logs::pack(&mut writes);
         let count = writes.len();
         let logged = committer.commit(writes)?;
-        #[cfg(test)]
-        drop(self.flush_pause.write().unwrap_or_else(|p| p.into_inner()));
         // Every turn is synced, waited for or not: sled gets its keys only
         // after the log holds them (see `wal.rs`).
         if logged {
@@ -258,7 +250,7 @@ impl Staging {
     }
 }
 
-fn stopped() -> ::sled::Error {
+pub(super) fn stopped() -> ::sled::Error {
     ::sled::Error::Io(std::io::Error::other("the store writer stopped"))
 }
 
@@ -346,6 +338,43 @@ mod tests {
         staging.close();
         writer.join().expect("writer");
         assert!(logged(dir.path()).is_empty(), "the close checkpointed");
+    }
+
+    /// A bulk-sized turn is the writer's, not a waiter's; and once a thread
+    /// panicked holding the log (a turn may have been taken and lost), no
+    /// wait succeeds.
+    #[tokio::test]
+    async fn large_turns_and_a_poisoned_log_are_not_led() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = ::sled::open(dir.path()).expect("sled");
+        let staging = Staging::new(db.clone());
+        let committer = Committer::open(db, dir.path()).expect("committer");
+        staging.lock_log().committer = Some(committer);
+        let mut batch = Batch::default();
+        for n in 0..=LEAD_MAX_WRITES {
+            batch.insert(format!("k{n:05}").into_bytes(), "v");
+        }
+        let big = staging.stage(batch);
+        assert!(
+            !staging.lead(big).expect("lead"),
+            "a bulk-sized turn was led"
+        );
+        assert!(logged(dir.path()).is_empty());
+
+        let holder = staging.clone();
+        let panicked = std::thread::spawn(move || {
+            let _log = holder.lock_log();
+            panic!("a panic while logging (expected by the test)");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(staging.lead(big).is_err(), "a poisoned log was led");
+        let wait = std::time::Duration::from_secs(10);
+        let waited = tokio::time::timeout(wait, staging.durable_through(big))
+            .await
+            .expect("the wait ends");
+        assert!(waited.is_err(), "durable after a poisoned log");
+        assert!(logged(dir.path()).is_empty(), "nothing was logged");
     }
 
     /// Many waiters at once, leading or not: each one's write is in the log
