@@ -21,7 +21,6 @@
 //! holds the read side of `gate`), so a read never misses a write that was
 //! staged before it began.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -30,11 +29,13 @@ use ::sled::IVec;
 use tokio::sync::watch;
 
 use super::commit::{Committer, Writes};
-use super::overlay_key::OverlayKey;
 pub(super) use super::scan::Scan;
 use super::scan::{SledItem, prefix_bounds};
 
+mod overlay;
 mod writer;
+
+use overlay::Overlay;
 
 /// How long the writer gathers writes that nobody waits for before it applies
 /// them (a durability wait or [`MAX_LINGER_WRITES`] writes end it early).
@@ -42,29 +43,14 @@ const LINGER: Duration = Duration::from_millis(5);
 /// Staged writes that end the writer's lingering.
 const MAX_LINGER_WRITES: usize = 8192;
 
-/// A key's staged state.
-#[derive(Debug)]
-struct Entry {
-    /// The generation that staged it last.
-    generation: u64,
-    /// `None`: removed.
-    value: Option<IVec>,
-    /// sled does not have the key, and every staged write of it since is still
-    /// waiting for the writer: if it ends removed, sled need not hear of it (a
-    /// job claimed and finished within one writer turn costs its queue and
-    /// running entries nothing).
-    fresh: bool,
-}
-
 /// What the writer takes for one turn: the writes, the generation they reach,
 /// and whether the store is closing.
 type Turn = (Writes, u64, bool);
 
 #[derive(Debug, Default)]
 struct State {
-    /// The latest staged value of every key the writer has not applied yet;
-    /// those staged after `taken` are its next turn's writes.
-    overlay: BTreeMap<OverlayKey, Entry>,
+    /// Every staged write sled does not have yet, per turn.
+    overlay: Overlay,
     /// Writes staged since the writer's last turn (ends its lingering).
     untaken: usize,
     /// Generation of the last write the writer took.
@@ -90,14 +76,7 @@ impl State {
     /// Take every write staged since the last turn: the latest value of each key
     /// (sled's batch would keep only the last one anyway).
     fn take(&mut self) -> Turn {
-        let writes = self
-            .overlay
-            .iter()
-            .filter(|(_, e)| e.generation > self.taken)
-            // Keys sled never had that end removed: nothing to write.
-            .filter(|(_, e)| !(e.fresh && e.value.is_none()))
-            .map(|(k, e)| (k.ivec().clone(), e.value.clone()))
-            .collect();
+        let writes = self.overlay.take(self.staged);
         self.taken = self.staged;
         self.untaken = 0;
         (writes, self.staged, self.closed)
@@ -189,33 +168,9 @@ impl Staging {
         state.staged += 1;
         let generation = state.staged;
         state.untaken += batch.writes.len();
-        let taken = state.taken;
+        // One search of the overlay per key: writers queue on this lock.
         for (key, value, new) in batch.writes {
-            // One search of the overlay per key: it holds every write the
-            // writer has not applied yet, and writers queue on this lock.
-            match state.overlay.entry(OverlayKey::new(key)) {
-                std::collections::btree_map::Entry::Occupied(mut slot) => {
-                    let prior = slot.get();
-                    let fresh = match (prior.generation > taken, &value) {
-                        (true, _) => prior.fresh,
-                        (false, Some(_)) => new,
-                        (false, None) => false,
-                    };
-                    slot.insert(Entry {
-                        generation,
-                        value,
-                        fresh,
-                    });
-                }
-                std::collections::btree_map::Entry::Vacant(slot) => {
-                    let fresh = value.is_some() && new;
-                    slot.insert(Entry {
-                        generation,
-                        value,
-                        fresh,
-                    });
-                }
-            }
+            state.overlay.stage(key, value, new);
         }
         let full = state.untaken >= MAX_LINGER_WRITES;
         drop(state);
@@ -291,8 +246,7 @@ impl Staging {
             window.0.as_ref().map(|k| &k[..]),
             window.1.as_ref().map(|k| &k[..]),
         );
-        let mut range = state.overlay.range::<[u8], _>(bounds);
-        let next = if rev { range.next_back() } else { range.next() };
+        let next = state.overlay.first_in(bounds, rev);
         next.map(|(k, e)| (k.ivec().clone(), e.value.clone()))
     }
 

@@ -231,9 +231,13 @@ impl Staging {
         if count > 0 {
             reclaim_garbage(count);
         }
-        // sled has them (or, for new keys that ended removed, need not).
-        let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
-        self.lock().overlay.retain(|_, e| e.generation > generation);
+        // sled has them (or, for new keys that ended removed, need not). The
+        // turns' maps leave under the locks and are dropped after.
+        let settled = {
+            let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
+            self.lock().overlay.settle(generation)
+        };
+        drop(settled);
         Ok(())
     }
 
