@@ -15,15 +15,13 @@
 //! loaded from a place that has more: past it, older jobs may still be
 //! missing, and jobs of one priority must run in order.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use ::sled::IVec;
-use uuid::Uuid;
-
 use super::keys;
+use ::sled::IVec;
 
 pub(super) type QueueKey = [u8; keys::QUEUE_KEY_LEN];
 
@@ -35,50 +33,44 @@ const RECORDS_BUDGET: usize = 16 << 20;
 
 #[derive(Debug)]
 pub(super) struct ReadyQueue {
-    keys: BTreeSet<QueueKey>,
+    /// Every queued key, with the job's latest staged record if it is kept
+    /// (beside its key: a claim finds both in the same node of the map; they
+    /// were in a hash map by id, whose look-ups missed the cache in a long
+    /// queue, three per drained job). Jobs queued before the store opened, or
+    /// past the budget, have no record here: a claim reads the store.
+    keys: BTreeMap<QueueKey, Option<IVec>>,
     /// While loading: every key in sled up to this one is in `keys`. `None`
     /// once all are.
     loaded_upto: Option<QueueKey>,
-    /// Queued jobs' latest staged records, by id; jobs queued before the store
-    /// opened, or past the budget, are read from the store.
-    records: HashMap<Uuid, IVec>,
-    /// Bytes in `records`.
+    /// Bytes of the records kept in `keys`.
     record_bytes: usize,
 }
 
 impl ReadyQueue {
     pub(super) fn insert(&mut self, key: QueueKey) {
-        self.keys.insert(key);
+        self.keys.entry(key).or_insert(None);
     }
 
     pub(super) fn remove(&mut self, key: &QueueKey) {
-        self.keys.remove(key);
-        if let Some(id) = keys::id_suffix(key) {
-            self.forget(id);
+        if let Some(Some(record)) = self.keys.remove(key) {
+            self.record_bytes -= record.len();
         }
     }
 
-    /// Keep `record` as the latest record of queued job `id`, if the budget
-    /// allows. Called for every record the store stages for a job it queues or
-    /// has queued: a kept record is never older than the store's.
-    pub(super) fn keep(&mut self, id: Uuid, record: &IVec) {
-        self.forget(id);
-        if self.record_bytes + record.len() <= RECORDS_BUDGET {
-            self.record_bytes += record.len();
-            self.records.insert(id, record.clone());
-        }
-    }
-
-    /// Drop the kept record of `id` (no longer queued, or removed).
-    pub(super) fn forget(&mut self, id: Uuid) {
-        if let Some(old) = self.records.remove(&id) {
+    /// Keep `record` as the latest record of the job queued under `key`, if
+    /// it is queued and the budget allows. Called for every record the store
+    /// stages for a queued job: a kept record is never older than the store's.
+    pub(super) fn keep(&mut self, key: &QueueKey, record: &IVec) {
+        let Some(slot) = self.keys.get_mut(key) else {
+            return;
+        };
+        if let Some(old) = slot.take() {
             self.record_bytes -= old.len();
         }
-    }
-
-    /// Whether the record of `id` is kept (so a new one must replace it).
-    pub(super) fn keeps(&self, id: &Uuid) -> bool {
-        self.records.contains_key(id)
+        if self.record_bytes + record.len() <= RECORDS_BUDGET {
+            self.record_bytes += record.len();
+            *slot = Some(record.clone());
+        }
     }
 
     /// The first key a claim may take after `after` (from the start if
@@ -87,24 +79,32 @@ impl ReadyQueue {
         &self,
         after: Option<&QueueKey>,
     ) -> Option<(QueueKey, Option<IVec>)> {
-        let upto = self
-            .loaded_upto
-            .as_ref()
-            .map_or(Bound::Unbounded, Bound::Included);
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let key = *self.keys.range::<QueueKey, _>((from, upto)).next()?;
-        let record = keys::id_suffix(&key).and_then(|id| self.records.get(&id).cloned());
-        Some((key, record))
+        // Only the first key is wanted: the loaded bound is checked on it
+        // rather than searched for in the map.
+        let (key, record) = self
+            .keys
+            .range::<QueueKey, _>((from, Bound::Unbounded))
+            .next()?;
+        if self.loaded_upto.as_ref().is_some_and(|upto| key > upto) {
+            return None;
+        }
+        Some((*key, record.clone()))
     }
 
     /// The keys a claim may take, in claim order.
     #[cfg(test)]
     fn claimable(&self) -> impl Iterator<Item = &QueueKey> {
-        let upto = self
-            .loaded_upto
-            .as_ref()
-            .map_or(Bound::Unbounded, Bound::Included);
-        self.keys.range::<QueueKey, _>((Bound::Unbounded, upto))
+        let upto = self.loaded_upto;
+        self.keys
+            .keys()
+            .take_while(move |k| upto.is_none_or(|upto| **k <= upto))
+    }
+
+    /// The kept record of the job queued under `key`.
+    #[cfg(test)]
+    pub(super) fn record(&self, key: &QueueKey) -> Option<&IVec> {
+        self.keys.get(key)?.as_ref()
     }
 
     /// Whether every key in sled has been loaded.
@@ -144,10 +144,9 @@ impl Cursor {
 /// A queue with nothing loaded yet.
 fn unloaded() -> SharedQueue {
     Arc::new(Mutex::new(ReadyQueue {
-        keys: BTreeSet::new(),
+        keys: BTreeMap::new(),
         // Below every `q` key: nothing is claimable until the first chunk.
         loaded_upto: Some([0; keys::QUEUE_KEY_LEN]),
-        records: HashMap::new(),
         record_bytes: 0,
     }))
 }
@@ -255,7 +254,11 @@ fn load_chunk(
         }
     }
     let mut queue = lock(queue);
-    queue.keys.extend(loaded);
+    // A key staged since the open may be loaded from sled too: its kept
+    // record stays.
+    for key in loaded {
+        queue.insert(key);
+    }
     let done = next.singles.is_none() && next.blocks.is_none();
     queue.loaded_upto = if done { None } else { upto };
     Ok((!done).then_some(next))
@@ -272,9 +275,8 @@ mod tests {
     #[test]
     fn a_claim_never_looks_past_the_keys_loaded_so_far() {
         let mut q = ReadyQueue {
-            keys: BTreeSet::new(),
+            keys: BTreeMap::new(),
             loaded_upto: Some(key(10)),
-            records: HashMap::new(),
             record_bytes: 0,
         };
         q.insert(key(5));
@@ -284,6 +286,40 @@ mod tests {
         q.loaded_upto = None;
         assert_eq!(q.claimable().count(), 2);
         assert!(q.is_loaded());
+    }
+
+    #[test]
+    fn a_record_is_kept_beside_its_queued_key_within_the_budget() {
+        let mut q = ReadyQueue {
+            keys: BTreeMap::new(),
+            loaded_upto: None,
+            record_bytes: 0,
+        };
+        let (a, b) = (key(1), key(2));
+        q.keep(&a, &IVec::from(&b"lost"[..]));
+        assert_eq!(q.record_bytes, 0, "not queued: not kept");
+        q.insert(a);
+        q.keep(&a, &IVec::from(&b"first"[..]));
+        q.keep(&a, &IVec::from(&b"second"[..]));
+        assert_eq!(q.record(&a).map(|r| &r[..]), Some(&b"second"[..]));
+        assert_eq!(
+            q.record_bytes, 6,
+            "the replaced record's bytes are given back"
+        );
+        // Loaded from sled after it was staged here: the record stays.
+        q.insert(a);
+        assert_eq!(
+            q.next_claimable(None),
+            Some((a, Some(IVec::from(&b"second"[..]))))
+        );
+        q.insert(b);
+        q.keep(&b, &IVec::from(vec![0; RECORDS_BUDGET]));
+        assert_eq!(q.record(&b), None, "past the budget: read from the store");
+        assert_eq!(q.next_claimable(Some(&a)), Some((b, None)));
+        q.remove(&a);
+        assert_eq!(q.record_bytes, 0);
+        q.keep(&b, &IVec::from(vec![0; RECORDS_BUDGET]));
+        assert_eq!(q.record_bytes, RECORDS_BUDGET, "room again");
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub(super) struct Batch {
     /// latest record, or `None` when the job stops running. The store's cache
     /// of running jobs takes it when the batch is staged; staging ignores it.
     pub(super) running: Vec<(uuid::Uuid, Option<crate::job::Job>)>,
+    /// The records of queued (pending) jobs, under their queue keys: the
+    /// ready queue keeps them for claims. Staging ignores it.
+    pub(super) queued: Vec<(super::ready::QueueKey, IVec)>,
 }
 
 impl Batch {

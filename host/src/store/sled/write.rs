@@ -45,10 +45,9 @@ impl SledStore {
         let mut scheduled = None;
         {
             let mut queue = self.lock_queue();
-            // A batch removes a job's old index entries before it sets the new
-            // ones, and writes its record right after them (`stage`): the
-            // record of a job queued here follows its queue entry. (Were it
-            // otherwise, the record would just not be kept: claims read it.)
+            // The queue entries first, then the records of the batch's
+            // pending jobs join them (a record whose entry is not in memory
+            // is not kept: claims read the store).
             for (key, value) in batch.writes() {
                 match key.first() {
                     Some(&keys::QUEUE) => {
@@ -66,20 +65,12 @@ impl SledStore {
                     Some(&keys::SCHEDULE) if value.is_some() => {
                         scheduled = Some(scheduled.map_or(key, |low: &[u8]| low.min(key)));
                     }
-                    Some(&keys::JOB) => {
-                        let Some(id) = keys::id_suffix(key) else {
-                            continue;
-                        };
-                        match value {
-                            Some(record) if queued.last() == Some(&id) || queue.keeps(&id) => {
-                                queue.keep(id, record)
-                            }
-                            Some(_) => {}
-                            None => queue.forget(id),
-                        }
-                    }
                     _ => {}
                 }
+            }
+            // After the queue entries: each record joins its job's entry.
+            for (key, record) in &batch.queued {
+                queue.keep(key, record);
             }
             if let Some(key) = scheduled {
                 self.note_scheduled(key);
@@ -250,10 +241,13 @@ impl SledStore {
                 batch.insert_new(k, v);
             }
         }
-        batch.insert(
-            &keys::job(new.id)[..],
-            Self::encode(|| new.id.to_string(), new)?,
-        );
+        let record = Self::encode(|| new.id.to_string(), new)?;
+        if new.status == Status::Pending {
+            // Claims take it from the ready queue instead of the store.
+            let key = keys::queue(new.priority, new.seq, new.id);
+            batch.queued.push((key, record.clone()));
+        }
+        batch.insert(&keys::job(new.id)[..], record);
         // A running job's record is read back by its check-ins and its finish:
         // they take it from memory instead of decoding it again.
         if new.status == Status::Running {
