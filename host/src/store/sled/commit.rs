@@ -89,6 +89,11 @@ impl Committer {
         Ok(true)
     }
 
+    #[cfg(test)]
+    pub(super) fn wal(&mut self) -> &mut Wal {
+        &mut self.wal
+    }
+
     /// Wait until every logged turn is on the device.
     pub(super) fn sync(&mut self) -> Result<(), ::sled::Error> {
         Ok(self.wal.sync()?)

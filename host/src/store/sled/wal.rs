@@ -188,6 +188,13 @@ impl Wal {
         written
     }
 
+    /// From now on every append fails as on a device error: the file is
+    /// swapped for a read-only handle on itself (fault injection for tests).
+    #[cfg(test)]
+    pub(super) fn refuse_appends(&mut self, dir: &Path) {
+        self.file = File::open(dir.join(FILE_NAME)).expect("the log, read-only");
+    }
+
     /// Wait until every appended record is on the device.
     pub(super) fn sync(&mut self) -> io::Result<()> {
         if self.synced < self.offset {

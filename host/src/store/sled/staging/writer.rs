@@ -381,6 +381,35 @@ mod tests {
         assert!(logged(dir.path()).is_empty(), "nothing was logged");
     }
 
+    /// A leader whose append fails (a device error) fails its own wait and
+    /// every later one: nothing it took is published as durable, and what
+    /// was staged stays readable, as after the writer thread's own failure.
+    #[tokio::test]
+    async fn a_leader_whose_append_fails_stops_the_store() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = ::sled::open(dir.path()).expect("sled");
+        let staging = Staging::new(db.clone());
+        let mut committer = Committer::open(db, dir.path()).expect("committer");
+        committer.wal().refuse_appends(dir.path());
+        staging.lock_log().committer = Some(committer);
+        let a = stage(&staging, "a1");
+        let wait = std::time::Duration::from_secs(10);
+        let waited = tokio::time::timeout(wait, staging.durable_through(a))
+            .await
+            .expect("the wait ends");
+        assert!(waited.is_err(), "durable though its append failed");
+        assert!(staging.durable_generation() < a, "published as durable");
+        assert_eq!(staging.get(b"a1").expect("get"), Some(iv("v")));
+        // A later write finds no log to lead and no writer: its wait fails too.
+        let b = stage(&staging, "b1");
+        assert!(!staging.lead(b).expect("lead"), "led a stopped log");
+        let waited = tokio::time::timeout(wait, staging.durable_through(b))
+            .await
+            .expect("the wait ends");
+        assert!(waited.is_err(), "durable after the store stopped");
+        assert!(logged(dir.path()).is_empty(), "nothing was logged");
+    }
+
     /// Many waiters at once, leading or not: each one's write is in the log
     /// when its wait returns, and the log holds every write once, in the
     /// order staged.
