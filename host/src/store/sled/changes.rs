@@ -105,7 +105,7 @@ mod tests {
             }
             db.flush().expect("flush");
         }
-        let store = super::super::tests::open_when_free(dir.path()).await;
+        let store = super::super::tests::open_when_free(dir.path());
         let mut all = old.clone();
         // Three writer turns of several changes (three blocks), then a few
         // that may still be staged.

@@ -261,7 +261,7 @@ mod tests {
             }
             db.flush().expect("flush");
         }
-        let store = crate::store::sled::tests::open_when_free(dir.path()).await;
+        let store = crate::store::sled::tests::open_when_free(dir.path());
         // Each insert waits for its flush: a block each.
         for _ in 0..4 {
             let jobs = vec![job(), job(), job()];

@@ -20,8 +20,9 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use super::keys;
 use ::sled::IVec;
+
+use super::keys;
 
 pub(super) type QueueKey = [u8; keys::QUEUE_KEY_LEN];
 
@@ -38,21 +39,21 @@ pub(super) struct ReadyQueue {
     /// were in a hash map by id, whose look-ups missed the cache in a long
     /// queue, three per drained job). Jobs queued before the store opened, or
     /// past the budget, have no record here: a claim reads the store.
-    keys: BTreeMap<QueueKey, Option<IVec>>,
-    /// While loading: every key in sled up to this one is in `keys`. `None`
+    entries: BTreeMap<QueueKey, Option<IVec>>,
+    /// While loading: every key in sled up to this one is in `entries`. `None`
     /// once all are.
     loaded_upto: Option<QueueKey>,
-    /// Bytes of the records kept in `keys`.
+    /// Bytes of the records kept in `entries`.
     record_bytes: usize,
 }
 
 impl ReadyQueue {
     pub(super) fn insert(&mut self, key: QueueKey) {
-        self.keys.entry(key).or_insert(None);
+        self.entries.entry(key).or_insert(None);
     }
 
     pub(super) fn remove(&mut self, key: &QueueKey) {
-        if let Some(Some(record)) = self.keys.remove(key) {
+        if let Some(Some(record)) = self.entries.remove(key) {
             self.record_bytes -= record.len();
         }
     }
@@ -61,7 +62,7 @@ impl ReadyQueue {
     /// it is queued and the budget allows. Called for every record the store
     /// stages for a queued job: a kept record is never older than the store's.
     pub(super) fn keep(&mut self, key: &QueueKey, record: &IVec) {
-        let Some(slot) = self.keys.get_mut(key) else {
+        let Some(slot) = self.entries.get_mut(key) else {
             return;
         };
         if let Some(old) = slot.take() {
@@ -83,7 +84,7 @@ impl ReadyQueue {
         // Only the first key is wanted: the loaded bound is checked on it
         // rather than searched for in the map.
         let (key, record) = self
-            .keys
+            .entries
             .range::<QueueKey, _>((from, Bound::Unbounded))
             .next()?;
         if self.loaded_upto.as_ref().is_some_and(|upto| key > upto) {
@@ -96,15 +97,15 @@ impl ReadyQueue {
     #[cfg(test)]
     fn claimable(&self) -> impl Iterator<Item = &QueueKey> {
         let upto = self.loaded_upto;
-        self.keys
+        self.entries
             .keys()
             .take_while(move |k| upto.is_none_or(|upto| **k <= upto))
     }
 
     /// The kept record of the job queued under `key`.
     #[cfg(test)]
-    pub(super) fn record(&self, key: &QueueKey) -> Option<&IVec> {
-        self.keys.get(key)?.as_ref()
+    fn record(&self, key: &QueueKey) -> Option<&IVec> {
+        self.entries.get(key)?.as_ref()
     }
 
     /// Whether every key in sled has been loaded.
@@ -113,7 +114,7 @@ impl ReadyQueue {
     }
 
     pub(super) fn len(&self) -> usize {
-        self.keys.len()
+        self.entries.len()
     }
 }
 
@@ -144,7 +145,7 @@ impl Cursor {
 /// A queue with nothing loaded yet.
 fn unloaded() -> SharedQueue {
     Arc::new(Mutex::new(ReadyQueue {
-        keys: BTreeMap::new(),
+        entries: BTreeMap::new(),
         // Below every `q` key: nothing is claimable until the first chunk.
         loaded_upto: Some([0; keys::QUEUE_KEY_LEN]),
         record_bytes: 0,
@@ -275,7 +276,7 @@ mod tests {
     #[test]
     fn a_claim_never_looks_past_the_keys_loaded_so_far() {
         let mut q = ReadyQueue {
-            keys: BTreeMap::new(),
+            entries: BTreeMap::new(),
             loaded_upto: Some(key(10)),
             record_bytes: 0,
         };
@@ -283,6 +284,12 @@ mod tests {
         // Staged live while loading: an older job (seq 20) may still be in sled only.
         q.insert(key(30));
         assert_eq!(q.claimable().collect::<Vec<_>>(), [&key(5)]);
+        assert_eq!(q.next_claimable(None), Some((key(5), None)));
+        assert_eq!(
+            q.next_claimable(Some(&key(5))),
+            None,
+            "a claim passed the bound"
+        );
         q.loaded_upto = None;
         assert_eq!(q.claimable().count(), 2);
         assert!(q.is_loaded());
@@ -291,7 +298,7 @@ mod tests {
     #[test]
     fn a_record_is_kept_beside_its_queued_key_within_the_budget() {
         let mut q = ReadyQueue {
-            keys: BTreeMap::new(),
+            entries: BTreeMap::new(),
             loaded_upto: None,
             record_bytes: 0,
         };

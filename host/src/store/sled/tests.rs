@@ -85,7 +85,7 @@ async fn a_claim_takes_the_latest_record_of_a_queued_job() {
             .await
             .expect("event");
     }
-    let store = open_when_free(dir.path()).await;
+    let store = open_when_free(dir.path());
     store
         .job_insert_many(vec![kept.clone()])
         .await
@@ -159,7 +159,7 @@ async fn queued_jobs_are_packed_and_come_back_in_order_after_a_reopen() {
         );
         jobs = order.split_off(100);
     }
-    let store = open_when_free(dir.path()).await;
+    let store = open_when_free(dir.path());
     let mut claimed = Vec::new();
     while let Some(job) = store
         .job_claim("w", 2, &mut |_: &Job| true)
@@ -384,7 +384,7 @@ pub(in crate::store) fn pending_noop() -> Job {
 
 /// Open the store in `dir`, retrying while a database closed just before
 /// still holds the directory's lock.
-pub(in crate::store) async fn open_when_free(dir: &Path) -> SledStore {
+pub(in crate::store) fn open_when_free(dir: &Path) -> SledStore {
     when_free(|| SledStore::open(dir))
 }
 

@@ -381,7 +381,7 @@ mod tests {
                 .expect("queue entry");
             db.flush().expect("flush");
         }
-        let store = super::super::tests::open_when_free(dir.path()).await;
+        let store = super::super::tests::open_when_free(dir.path());
         assert_eq!(store.job_get(id).await.expect("get"), Some(job));
         let claimed = store
             .job_claim("w", 2, &mut |_: &Job| true)

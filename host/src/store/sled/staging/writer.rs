@@ -304,12 +304,26 @@ mod tests {
             .collect()
     }
 
-    async fn durable(staging: &Staging, generation: u64) {
+    /// A staging with its log ready and no writer thread started: a turn is
+    /// logged only by a waiter that leads, or by a writer the test starts.
+    fn unstarted(dir: &std::path::Path) -> (::sled::Db, Arc<Staging>) {
+        let db = ::sled::open(dir).expect("sled");
+        let staging = Staging::new(db.clone());
+        let committer = Committer::open(db.clone(), dir).expect("committer");
+        staging.lock_log().committer = Some(committer);
+        (db, staging)
+    }
+
+    /// How the wait for `generation` ended (it must end in time).
+    async fn waited(staging: &Staging, generation: u64) -> Result<(), ::sled::Error> {
         let wait = std::time::Duration::from_secs(10);
         tokio::time::timeout(wait, staging.durable_through(generation))
             .await
-            .expect("durable in time")
-            .expect("no store error");
+            .expect("the wait ends in time")
+    }
+
+    async fn durable(staging: &Staging, generation: u64) {
+        waited(staging, generation).await.expect("no store error");
     }
 
     /// With no writer thread to hand the turn to, a waiter still gets its
@@ -319,10 +333,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_logs_its_own_turn_when_the_log_is_free() {
         let dir = tempfile::tempdir().expect("dir");
-        let db = ::sled::open(dir.path()).expect("sled");
-        let staging = Staging::new(db.clone());
-        let committer = Committer::open(db.clone(), dir.path()).expect("committer");
-        staging.lock_log().committer = Some(committer);
+        let (db, staging) = unstarted(dir.path());
         let a = stage(&staging, "a1");
         durable(&staging, a).await;
         assert_eq!(logged(dir.path()), [vec![iv("a1")]], "the turn is logged");
@@ -350,10 +361,7 @@ mod tests {
     #[tokio::test]
     async fn large_turns_and_a_poisoned_log_are_not_led() {
         let dir = tempfile::tempdir().expect("dir");
-        let db = ::sled::open(dir.path()).expect("sled");
-        let staging = Staging::new(db.clone());
-        let committer = Committer::open(db, dir.path()).expect("committer");
-        staging.lock_log().committer = Some(committer);
+        let (_db, staging) = unstarted(dir.path());
         let mut batch = Batch::default();
         for n in 0..=LEAD_MAX_WRITES {
             batch.insert(format!("k{n:05}").into_bytes(), "v");
@@ -373,11 +381,10 @@ mod tests {
         .join();
         assert!(panicked.is_err());
         assert!(staging.lead(big).is_err(), "a poisoned log was led");
-        let wait = std::time::Duration::from_secs(10);
-        let waited = tokio::time::timeout(wait, staging.durable_through(big))
-            .await
-            .expect("the wait ends");
-        assert!(waited.is_err(), "durable after a poisoned log");
+        assert!(
+            waited(&staging, big).await.is_err(),
+            "durable after a poisoned log"
+        );
         assert!(logged(dir.path()).is_empty(), "nothing was logged");
     }
 
@@ -387,26 +394,26 @@ mod tests {
     #[tokio::test]
     async fn a_leader_whose_append_fails_stops_the_store() {
         let dir = tempfile::tempdir().expect("dir");
-        let db = ::sled::open(dir.path()).expect("sled");
-        let staging = Staging::new(db.clone());
-        let mut committer = Committer::open(db, dir.path()).expect("committer");
-        committer.wal().refuse_appends(dir.path());
-        staging.lock_log().committer = Some(committer);
+        let (_db, staging) = unstarted(dir.path());
+        {
+            let mut log = staging.lock_log();
+            let committer = log.committer.as_mut().expect("the log's committer");
+            committer.wal().refuse_appends(dir.path());
+        }
         let a = stage(&staging, "a1");
-        let wait = std::time::Duration::from_secs(10);
-        let waited = tokio::time::timeout(wait, staging.durable_through(a))
-            .await
-            .expect("the wait ends");
-        assert!(waited.is_err(), "durable though its append failed");
+        assert!(
+            waited(&staging, a).await.is_err(),
+            "durable though its append failed"
+        );
         assert!(staging.durable_generation() < a, "published as durable");
         assert_eq!(staging.get(b"a1").expect("get"), Some(iv("v")));
         // A later write finds no log to lead and no writer: its wait fails too.
         let b = stage(&staging, "b1");
         assert!(!staging.lead(b).expect("lead"), "led a stopped log");
-        let waited = tokio::time::timeout(wait, staging.durable_through(b))
-            .await
-            .expect("the wait ends");
-        assert!(waited.is_err(), "durable after the store stopped");
+        assert!(
+            waited(&staging, b).await.is_err(),
+            "durable after the store stopped"
+        );
         assert!(logged(dir.path()).is_empty(), "nothing was logged");
     }
 
