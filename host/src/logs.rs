@@ -5,7 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use uuid::Uuid;
@@ -16,7 +16,9 @@ use crate::runtime::{LogLevel, LogStream};
 /// The job logs of one data directory.
 #[derive(Debug, Clone)]
 pub struct JobLogs {
-    dir: PathBuf,
+    /// Shared with every [`LogWriter`]: a writer is made per attempt, and most
+    /// never write a line, so it builds its file's path only when it does.
+    dir: Arc<Path>,
     loggers: JobLoggers,
 }
 
@@ -24,11 +26,14 @@ impl JobLogs {
     pub fn open(data_dir: &Path, loggers: JobLoggers) -> std::io::Result<Self> {
         let dir = data_dir.join("logs");
         std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir, loggers })
+        Ok(Self {
+            dir: dir.into(),
+            loggers,
+        })
     }
 
     pub fn path(&self, id: Uuid) -> PathBuf {
-        self.dir.join(format!("{id}.log"))
+        log_path(&self.dir, id)
     }
 
     /// A writer appending to job `id`'s log. The file is created by the first
@@ -37,7 +42,7 @@ impl JobLogs {
     pub fn writer(&self, id: Uuid) -> LogWriter {
         LogWriter {
             id,
-            path: self.path(id),
+            dir: self.dir.clone(),
             file_level: self.loggers.file,
             file: Mutex::new(None),
             stdout: self.loggers.stdout,
@@ -95,11 +100,17 @@ impl JobLogs {
     }
 }
 
+/// Where job `id`'s log file is, in the logs' directory `dir`.
+fn log_path(dir: &Path, id: Uuid) -> PathBuf {
+    dir.join(format!("{id}.log"))
+}
+
 /// Appends the lines of one job.
 #[derive(Debug)]
 pub struct LogWriter {
     id: Uuid,
-    path: PathBuf,
+    /// The logs' directory: the file's path is built by the first line.
+    dir: Arc<Path>,
     file_level: Option<Level>,
     /// Opened by the first line.
     file: Mutex<Option<File>>,
@@ -124,7 +135,7 @@ impl LogWriter {
                 match OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(&self.path)
+                    .open(log_path(&self.dir, self.id))
                 {
                     Ok(f) => *file = Some(f),
                     Err(e) => {

@@ -11,7 +11,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use tokio::sync::Notify;
 
 /// A boxed future, for the one async import.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -113,9 +115,38 @@ pub enum OpCommand {
 /// The op-command channel of one attempt: the job service calls [`Control::stop`]
 /// or [`Control::cancel`]; the guest reads it through `host.op-command`; the engine
 /// starts the kill clock. The first command wins: a cancel after a stop stays a stop.
+///
+/// One is made per attempt, so it is one small allocation: the command in an
+/// atomic and a [`Notify`] for the engine's wait (a `watch` channel cost two
+/// allocations, one with eight notifiers, per job).
 #[derive(Debug, Clone)]
 pub struct Control {
-    tx: Arc<watch::Sender<OpCommand>>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// An [`OpCommand`] as its `u8` (see [`OpCommand::from_u8`]).
+    command: AtomicU8,
+    requested: Notify,
+}
+
+impl OpCommand {
+    const fn as_u8(self) -> u8 {
+        match self {
+            OpCommand::None => 0,
+            OpCommand::Stop => 1,
+            OpCommand::Cancel => 2,
+        }
+    }
+
+    const fn from_u8(v: u8) -> Self {
+        match v {
+            1 => OpCommand::Stop,
+            2 => OpCommand::Cancel,
+            _ => OpCommand::None,
+        }
+    }
 }
 
 impl Default for Control {
@@ -127,7 +158,7 @@ impl Default for Control {
 impl Control {
     pub fn new() -> Self {
         Self {
-            tx: Arc::new(watch::channel(OpCommand::None).0),
+            shared: Arc::default(),
         }
     }
 
@@ -142,32 +173,41 @@ impl Control {
     }
 
     fn send(&self, command: OpCommand) {
-        self.tx.send_if_modified(|current| {
-            if *current == OpCommand::None {
-                *current = command;
-                true
-            } else {
-                false
-            }
-        });
+        let first = self.shared.command.compare_exchange(
+            OpCommand::None.as_u8(),
+            command.as_u8(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if first.is_ok() {
+            self.shared.requested.notify_waiters();
+        }
     }
 
     /// Whether `other` is a handle on the same control.
     pub fn same(&self, other: &Control) -> bool {
-        Arc::ptr_eq(&self.tx, &other.tx)
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     /// The current command.
     pub fn command(&self) -> OpCommand {
-        *self.tx.borrow()
+        OpCommand::from_u8(self.shared.command.load(Ordering::Acquire))
     }
 
     /// Resolves once a stop or cancel has been requested.
     pub(crate) async fn requested(&self) -> OpCommand {
-        let mut rx = self.tx.subscribe();
-        // The sender lives in `self`, so it cannot be dropped while we wait.
-        let seen = rx.wait_for(|c| *c != OpCommand::None).await.map(|c| *c);
-        seen.unwrap_or(OpCommand::None)
+        loop {
+            let notified = self.shared.requested.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the command is read: a command sent after the
+            // read wakes this waiter.
+            notified.as_mut().enable();
+            let command = self.command();
+            if command != OpCommand::None {
+                return command;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -191,5 +231,18 @@ mod tests {
         let waiter = tokio::spawn(async move { c2.requested().await });
         c.cancel();
         assert_eq!(waiter.await.expect("join"), OpCommand::Cancel);
+    }
+
+    #[tokio::test]
+    async fn a_command_sent_before_the_wait_is_seen_by_every_handle() {
+        let c = Control::new();
+        let other = c.clone();
+        assert!(c.same(&other) && !c.same(&Control::new()));
+        other.stop();
+        // No notification is pending for a waiter that starts now: it must
+        // read the command itself.
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(5), c.requested()).await;
+        assert_eq!(seen.expect("the stop was already there"), OpCommand::Stop);
+        assert_eq!(c.command(), OpCommand::Stop);
     }
 }
