@@ -128,18 +128,23 @@ impl JobService {
             stop_timeout: job.stop_timeout_ms.map(Duration::from_millis),
             fuel: None,
         };
-        let report = self
-            .runtime()
-            .run(&plugin, &spec, host.clone(), control.clone())
-            .await;
+        // Boxed, as is `retry_step` below: each would otherwise be laid out
+        // inside this future (16.6 KB with both, 2.4 KB without), which is
+        // copied whole when it is created, every job.
+        let report = Box::pin(
+            self.runtime()
+                .run(&plugin, &spec, host.clone(), control.clone()),
+        )
+        .await;
         // The guest is gone: wait for its check-ins to be written, so none lands
         // after the job's final state.
         host.finish().await;
         self.lock_running().remove(&id);
 
-        let (next, decision) = self
-            .next_step(&job, &plugin, &report, control.command())
-            .await;
+        let (next, decision) = match settled(&job, &report, control.command()) {
+            Ok(decided) => decided,
+            Err(failure) => Box::pin(self.retry_step(&job, &plugin, &failure)).await,
+        };
         let (outcome, message) = outcome_fields(&report.outcome);
         let end = AttemptEnd {
             outcome: outcome.into(),
@@ -204,47 +209,11 @@ impl JobService {
         }
     }
 
-    /// What follows an attempt: its final status, or a retry after a back-off;
-    /// with the reason (the `Restarting` / `Not Restarting` event).
-    async fn next_step(
-        &self,
-        job: &Job,
-        plugin: &Plugin,
-        report: &AttemptReport,
-        command: OpCommand,
-    ) -> (Next, String) {
-        let failure = match &report.outcome {
-            Outcome::Success => return (Next::Final(Status::Success), String::new()),
-            Outcome::Stopped => return (Next::Final(Status::Stopped), String::new()),
-            Outcome::Cancelled => return (Next::Final(Status::Cancelled), String::new()),
-            Outcome::Killed {
-                reason: KillReason::StopTimeout,
-            } => return (Next::Final(final_of(command)), String::new()),
-            // DTR: a job past its deadline is killed and marked error.
-            Outcome::Killed {
-                reason: KillReason::Deadline,
-            } => {
-                return (
-                    Next::Final(Status::Error),
-                    "deadline exceeded: not retried".into(),
-                );
-            }
-            Outcome::Failed { message } | Outcome::Trapped { message } => message.clone(),
-            Outcome::Killed { reason } => reason.to_string(),
-        };
-        // A job asked to stop that fails on its way out ends as asked.
-        if command != OpCommand::None {
-            return (Next::Final(final_of(command)), String::new());
-        }
-        if job.retries_left == 0 {
-            let total = job.retries_total + 1;
-            return (
-                Next::Final(Status::Error),
-                format!("out of retries after {total} attempts"),
-            );
-        }
+    /// Whether a failed attempt that may be retried is: the plugin's
+    /// `should-retry` decides, then the back-off sets when.
+    async fn retry_step(&self, job: &Job, plugin: &Plugin, failure: &str) -> (Next, String) {
         let attempt = job.last_attempt().map_or(1, |a| a.number);
-        let retry = match self.runtime().should_retry(plugin, &failure, attempt).await {
+        let retry = match self.runtime().should_retry(plugin, failure, attempt).await {
             Ok(answer) => answer,
             Err(e) => {
                 tracing::warn!(job = %job.id, error = %e, "should-retry failed; retrying by default");
@@ -266,6 +235,49 @@ impl JobService {
         );
         (Next::RetryAt(now_ms() + wait.as_millis() as u64), why)
     }
+}
+
+/// What follows an attempt, when it is settled without asking the plugin: its
+/// final status, with the reason (the `Not Restarting` event) when it failed.
+/// `Err(failure)`: a failure that may be retried ([`JobService::retry_step`]).
+/// (Kept out of the async path: the attempts that succeed, nearly all of them,
+/// build no future for it.)
+fn settled(
+    job: &Job,
+    report: &AttemptReport,
+    command: OpCommand,
+) -> Result<(Next, String), String> {
+    let failure = match &report.outcome {
+        Outcome::Success => return Ok((Next::Final(Status::Success), String::new())),
+        Outcome::Stopped => return Ok((Next::Final(Status::Stopped), String::new())),
+        Outcome::Cancelled => return Ok((Next::Final(Status::Cancelled), String::new())),
+        Outcome::Killed {
+            reason: KillReason::StopTimeout,
+        } => return Ok((Next::Final(final_of(command)), String::new())),
+        // DTR: a job past its deadline is killed and marked error.
+        Outcome::Killed {
+            reason: KillReason::Deadline,
+        } => {
+            return Ok((
+                Next::Final(Status::Error),
+                "deadline exceeded: not retried".into(),
+            ));
+        }
+        Outcome::Failed { message } | Outcome::Trapped { message } => message.clone(),
+        Outcome::Killed { reason } => reason.to_string(),
+    };
+    // A job asked to stop that fails on its way out ends as asked.
+    if command != OpCommand::None {
+        return Ok((Next::Final(final_of(command)), String::new()));
+    }
+    if job.retries_left == 0 {
+        let total = job.retries_total + 1;
+        return Ok((
+            Next::Final(Status::Error),
+            format!("out of retries after {total} attempts"),
+        ));
+    }
+    Err(failure)
 }
 
 /// What a claim reserves for the job it takes, from inside the store's write
