@@ -355,3 +355,74 @@ fn outcome_fields(outcome: &Outcome) -> (&'static str, Option<String>) {
         Outcome::Killed { reason } => ("killed", Some(reason.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::Kind;
+
+    fn report(outcome: Outcome) -> AttemptReport {
+        AttemptReport {
+            outcome,
+            plugin: "p".into(),
+            plugin_digest: String::new(),
+            startup: Duration::ZERO,
+            duration: Duration::ZERO,
+            peak_memory: 0,
+            fuel_used: None,
+        }
+    }
+
+    fn job(retries_left: u32) -> Job {
+        let mut job = Job::new(
+            uuid::Uuid::now_v7(),
+            "p".into(),
+            Kind::Generic,
+            "{}".into(),
+            Status::Running,
+            0,
+        );
+        job.retries_total = 2;
+        job.retries_left = retries_left;
+        job
+    }
+
+    fn failed() -> Outcome {
+        Outcome::Failed {
+            message: "boom".into(),
+        }
+    }
+
+    #[test]
+    fn only_a_retryable_failure_is_left_to_the_plugin() {
+        let none = OpCommand::None;
+        let final_of = |r: Result<(Next, String), String>| match r {
+            Ok((Next::Final(status), why)) => (status, why),
+            other => panic!("not settled as final: {other:?}"),
+        };
+        assert_eq!(
+            final_of(settled(&job(2), &report(Outcome::Success), none)),
+            (Status::Success, String::new())
+        );
+        let deadline = Outcome::Killed {
+            reason: KillReason::Deadline,
+        };
+        assert_eq!(
+            final_of(settled(&job(2), &report(deadline), none)),
+            (Status::Error, "deadline exceeded: not retried".into())
+        );
+        // A job asked to stop that fails on its way out ends as asked.
+        assert_eq!(
+            final_of(settled(&job(2), &report(failed()), OpCommand::Stop)).0,
+            Status::Stopped
+        );
+        assert_eq!(
+            final_of(settled(&job(0), &report(failed()), none)),
+            (Status::Error, "out of retries after 3 attempts".into())
+        );
+        assert_eq!(
+            settled(&job(1), &report(failed()), none).map(|_| ()),
+            Err("boom".to_string())
+        );
+    }
+}
