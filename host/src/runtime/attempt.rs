@@ -110,10 +110,7 @@ impl Runtime {
                 .call_run(&mut store, &ctx, &spec.params)
                 .await
         };
-        // Boxed: the instantiation and the call, with the timers raced
-        // against them, are ~2.9 KB, and this future is copied whole when it
-        // is created, every attempt.
-        let raced = Box::pin(race(call, deadline, Some(&control), stop_timeout)).await;
+        let raced = race(call, deadline, Some(&control), stop_timeout).await;
         let duration = started.elapsed();
         store.data().finish_output();
         let outcome = match raced {

@@ -33,10 +33,7 @@ impl Runtime {
             let instance = pre.instantiate_async(&mut store).await?;
             f(&mut store, &instance).await
         };
-        // Boxed: the instantiation and the call raced against the timeout
-        // would make every caller's future ~3 KB larger (copied whole when it
-        // is created: a submit's validate is on every single submit's path).
-        let raced = Box::pin(race(call, Instant::now() + limit, None, limit)).await;
+        let raced = race(call, Instant::now() + limit, None, limit).await;
         store.data().finish_output();
         match raced {
             Ok(Ok(r)) => Ok(r),

@@ -10,7 +10,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio::sync::Notify;
@@ -229,8 +228,16 @@ mod tests {
         let c = Control::new();
         let c2 = c.clone();
         let waiter = tokio::spawn(async move { c2.requested().await });
+        // The test's runtime has one thread: the waiter runs, finds no
+        // command and sleeps on the notification before the cancel is sent.
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "resolved with no command");
         c.cancel();
-        assert_eq!(waiter.await.expect("join"), OpCommand::Cancel);
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
+        assert_eq!(
+            woken.expect("the waiter was woken").expect("join"),
+            OpCommand::Cancel
+        );
     }
 
     #[tokio::test]

@@ -86,26 +86,34 @@ impl Runtime {
 
 /// Run `call` until it returns, its deadline passes, or (with a control) a stop or
 /// cancel goes unanswered for `stop_timeout`.
-pub(crate) async fn race<F: Future>(
+///
+/// `call` (an instantiation and a guest call: ~1.3 KB for a job's) is boxed
+/// here, before the race's own future is made: a future is copied whole when
+/// it is created, and every caller's future would otherwise hold it inline
+/// (a worker's attempt was 16.6 KB with it and the retry decision inside).
+pub(crate) fn race<'a, F: Future + 'a>(
     call: F,
     deadline: Instant,
-    control: Option<&Control>,
+    control: Option<&'a Control>,
     stop_timeout: Duration,
-) -> Result<F::Output, KillReason> {
-    let stop_clock = async {
-        match control {
-            Some(c) => {
-                c.requested().await;
-                tokio::time::sleep(stop_timeout).await;
+) -> impl Future<Output = Result<F::Output, KillReason>> + 'a {
+    let call = Box::pin(call);
+    async move {
+        let stop_clock = async {
+            match control {
+                Some(c) => {
+                    c.requested().await;
+                    tokio::time::sleep(stop_timeout).await;
+                }
+                None => std::future::pending().await,
             }
-            None => std::future::pending().await,
+        };
+        tokio::select! {
+            biased;
+            out = call => Ok(out),
+            () = tokio::time::sleep_until(deadline) => Err(KillReason::Deadline),
+            () = stop_clock => Err(KillReason::StopTimeout),
         }
-    };
-    tokio::select! {
-        biased;
-        out = call => Ok(out),
-        () = tokio::time::sleep_until(deadline) => Err(KillReason::Deadline),
-        () = stop_clock => Err(KillReason::StopTimeout),
     }
 }
 
