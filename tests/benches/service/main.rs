@@ -14,7 +14,9 @@
 //! - in the same run, the floors the figures are compared with: the noop job
 //!   through the engine alone (instantiate + call, no store), the store alone
 //!   (a worker's finish-and-claim per job, no guest: [`store_floor`]) and
-//!   sled's raw write rate (1000 small writes per flush);
+//!   sled's raw write rate (1000 small writes per flush); the drain and the
+//!   engine floor also as CPU µs per job (the process's, every thread), whose
+//!   ratio a slow phase of a shared machine moves less than the rates';
 //! - RSS of the process (server and load generator together) idle and at its peak;
 //! - scale ([`scale`]): drain rate and submit p99 with 1k and with `BENCH_SCALE`
 //!   (default 1,000,000; 0 skips it) jobs queued, and the restart time with them
@@ -23,7 +25,8 @@
 //! Submitted jobs are Scheduled an hour out so the submit figures measure the
 //! submit path alone. Run: `cargo bench -p wasmjobs-tests --bench service`
 //! (`BENCH_JOBS`, default 20000; `BENCH_WORKERS`, default the product's 4;
-//! `BENCH_RUNS`, default 3; `BENCH_ONLY=submit|bulk|drain|floor|store|latency|scale|rss`).
+//! `BENCH_RUNS`, default 3; `BENCH_ONLY=submit|bulk|drain|floor|store|latency|scale|rss`,
+//! several comma-separated).
 //! Prints a table, writes `target/bench-service.json`.
 
 use std::sync::Arc;
@@ -193,10 +196,11 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// The noop job through the engine alone, on 2 tasks: jobs/s.
-async fn engine_floor(s: &TestServer, jobs: usize) -> f64 {
+async fn engine_floor(s: &TestServer, jobs: usize) -> (f64, f64) {
     use wasmjobs::runtime::{AttemptSpec, Control};
     let noop = s.service.registry().get("noop").expect("noop");
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu = wasmjobs_tests::bench::cpu_secs();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..2 {
@@ -217,7 +221,9 @@ async fn engine_floor(s: &TestServer, jobs: usize) -> f64 {
     for t in tasks {
         t.await.expect("floor task");
     }
-    jobs as f64 / started.elapsed().as_secs_f64()
+    let rate = jobs as f64 / started.elapsed().as_secs_f64();
+    let cpu_us = 1e6 * (wasmjobs_tests::bench::cpu_secs() - cpu) / jobs as f64;
+    (rate, cpu_us)
 }
 
 /// sled alone: `n` writes of 200 bytes, flushed every 1000; writes/s.
@@ -270,9 +276,11 @@ fn main() {
     }
     let jobs = env_usize("BENCH_JOBS", 20_000).max(1000);
     let runs = env_usize("BENCH_RUNS", 3);
+    // BENCH_ONLY=submit|bulk|drain|floor|store|latency|scale|rss runs some
+    // figures (comma-separated, e.g. `drain,floor`), for profiling.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    let server_idle = (only.is_empty() || only == "rss")
-        .then(|| median((0..runs).map(|_| server_idle_rss()).collect()));
+    let wants = |name: &str| only.is_empty() || only.split(',').any(|o| o.trim() == name);
+    let server_idle = wants("rss").then(|| median((0..runs).map(|_| server_idle_rss()).collect()));
     let tokio = runtime();
     tokio.block_on(async {
         let mut rows: Vec<(String, f64)> = Vec::new();
@@ -290,10 +298,9 @@ fn main() {
         let mut many = Vec::new();
         let mut bulk = Vec::new();
         let mut drain = Vec::new();
+        let mut drain_cpu = Vec::new();
         let mut bulk_ready = Vec::new();
         let mut due = Vec::new();
-        // BENCH_ONLY=submit|bulk|drain|floor|store|latency|scale|rss runs one figure (for profiling).
-        let wants = |name: &str| only.is_empty() || only == name;
         for _ in 0..runs {
             if wants("submit") {
                 one.push(submit_rate(&s, 1, jobs / 10).await);
@@ -305,6 +312,7 @@ fn main() {
             if wants("drain") {
                 let depth = scale::depth(&s, jobs, jobs, true, 1).await;
                 drain.push(depth.drain);
+                drain_cpu.push(depth.drain_cpu_us);
                 bulk_ready.push(depth.fill);
                 due.push(drain_rate(&s, jobs).await);
             }
@@ -312,6 +320,7 @@ fn main() {
         let (mut floor, mut sled_rate, mut sled_durable, mut p50, mut p99) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut store_rate, mut store_cpu) = (Vec::new(), Vec::new());
+        let mut floor_cpu = Vec::new();
         for _ in 0..runs {
             if wants("floor") || wants("store") {
                 let (rate, cpu_us) = store_floor::run(jobs);
@@ -319,7 +328,9 @@ fn main() {
                 store_cpu.push(cpu_us);
             }
             if wants("floor") {
-                floor.push(engine_floor(&s, jobs).await);
+                let (rate, cpu_us) = engine_floor(&s, jobs).await;
+                floor.push(rate);
+                floor_cpu.push(cpu_us);
                 sled_rate.push(sled_floor(jobs, 1000));
                 // One thread, each write flushed: the most durable writes/s
                 // one client waiting for each can get from sled here.
@@ -336,6 +347,11 @@ fn main() {
         }
         let drain_median = (!drain.is_empty()).then(|| median(drain.clone()));
         let floor_median = (!floor.is_empty()).then(|| median(floor.clone()));
+        // The same comparison by CPU per job: the engine's share of what a
+        // drained job costs. A slow phase of the machine moves it far less
+        // than the rates (both rates fall, not always alike).
+        let cpu_share = (!drain_cpu.is_empty() && !floor_cpu.is_empty())
+            .then(|| 100.0 * median(floor_cpu.clone()) / median(drain_cpu.clone()));
         measure("durable submits/s, 1 client", one);
         measure("durable submits/s, 64 clients", many);
         measure("bulk submit jobs/s, ready (batches of 1000)", bulk_ready);
@@ -345,6 +361,11 @@ fn main() {
         measure("engine floor: noop jobs/s, no store (2 tasks)", floor);
         if let (Some(d), Some(f)) = (drain_median, floor_median) {
             measure("noop drain as % of the engine floor", vec![100.0 * d / f]);
+        }
+        measure("noop drain: CPU µs per job (all threads)", drain_cpu);
+        measure("engine floor: CPU µs per job (all threads)", floor_cpu);
+        if let Some(share) = cpu_share {
+            measure("engine floor's CPU per job as % of the drain's", vec![share]);
         }
         measure("store alone: finish+claim/s (1 task, no guest)", store_rate);
         measure("store alone: CPU µs per job (all threads)", store_cpu);

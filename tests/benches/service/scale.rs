@@ -22,6 +22,10 @@ pub struct Depth {
     pub submit_p99_ms: f64,
     /// Jobs/s over the first `probe` jobs of the queue.
     pub drain: f64,
+    /// CPU µs of the whole process (every thread) per job of that drain: the
+    /// drain's cost, which a slower phase of a shared machine moves far less
+    /// than its rate. Coarse for a short drain (see `cpu_secs`).
+    pub drain_cpu_us: f64,
     /// Jobs/s queued by the bulk submits that filled the queue.
     pub fill: f64,
 }
@@ -82,8 +86,10 @@ async fn submit_p99(s: &TestServer, n: usize) -> f64 {
 /// the stop requests (all sent at once) until `probe` more attempts than the
 /// blockers' are recorded. The clock starts before any worker is free, so the
 /// stop's own latency (a millisecond or two) counts against the drain.
-async fn drain_first(s: &TestServer, blockers: &[String], probe: usize) -> f64 {
+/// Jobs/s, and the process's CPU µs per job over the same span.
+async fn drain_first(s: &TestServer, blockers: &[String], probe: usize) -> (f64, f64) {
     let before = s.service.attempts_recorded();
+    let cpu = wasmjobs_tests::bench::cpu_secs();
     let started = Instant::now();
     let stops = blockers.iter().map(|id| s.action(id, "stop"));
     for (status, body) in futures::future::join_all(stops).await {
@@ -97,7 +103,9 @@ async fn drain_first(s: &TestServer, blockers: &[String], probe: usize) -> f64 {
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    probe as f64 / started.elapsed().as_secs_f64()
+    let rate = probe as f64 / started.elapsed().as_secs_f64();
+    let cpu_us = 1e6 * (wasmjobs_tests::bench::cpu_secs() - cpu) / probe as f64;
+    (rate, cpu_us)
 }
 
 /// Wait until nothing is queued or running (all `queued` drained).
@@ -123,13 +131,14 @@ pub async fn depth(
     eprintln!("scale: {queued} jobs queued at {fill:.0} jobs/s");
     let submit_p99_ms = submit_p99(s, 2000).await;
     let before = s.service.attempts_recorded();
-    let drain = drain_first(s, &blockers, probe.min(queued)).await;
+    let (drain, drain_cpu_us) = drain_first(s, &blockers, probe.min(queued)).await;
     if rest {
         drain_rest(s, before + (blockers.len() + queued) as u64).await;
     }
     Depth {
         submit_p99_ms,
         drain,
+        drain_cpu_us,
         fill,
     }
 }

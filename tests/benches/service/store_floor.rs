@@ -77,7 +77,7 @@ async fn measure(jobs: usize) -> (f64, f64) {
         store.job_insert_many(batch).await.expect("insert");
     }
     let fits = &mut |_: &Job| true;
-    let cpu = cpu_secs();
+    let cpu = wasmjobs_tests::bench::cpu_secs();
     let started = Instant::now();
     let mut running = store
         .job_claim("bench", wasmjobs::job::now_ms(), fits)
@@ -111,23 +111,7 @@ async fn measure(jobs: usize) -> (f64, f64) {
         done += 1;
     }
     let took = started.elapsed().as_secs_f64();
-    let cpu = cpu_secs() - cpu;
+    let cpu = wasmjobs_tests::bench::cpu_secs() - cpu;
     assert_eq!(done, jobs, "every queued job was claimed and finished once");
     (done as f64 / took, 1e6 * cpu / done as f64)
-}
-
-/// CPU seconds this process has used (user and system, every thread).
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    // The fields after the command name (which may hold spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let field = |n: usize| -> f64 {
-        rest.split_whitespace()
-            .nth(n)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime, fields 14 and 15 of the line (11 and 12 counting from
-    // 0 after the `)`), in clock ticks: 100 a second on Linux.
-    (field(11) + field(12)) / 100.0
 }
