@@ -37,7 +37,9 @@ impl SledStore {
             return Ok(None);
         }
         let order = self.order();
-        let mut batch = Batch::default();
+        // The claimed job's record, change and index entries, and the stale
+        // entries dropped on the way.
+        let mut batch = Batch::with_capacity(4 + stale.len(), 1, 0);
         let claimed = self.stage_claim(&order, &mut batch, (stale, chosen), worker_id, now)?;
         self.apply(batch, order)?;
         Ok(claimed)

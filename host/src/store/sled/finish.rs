@@ -44,7 +44,8 @@ impl SledStore {
         end_attempt(&mut new, end, next, now);
         let picked = self.pick(fits)?;
         let order = self.order();
-        let mut batch = Batch::default();
+        // Two jobs' records, changes and index entries (see `stage`).
+        let mut batch = Batch::with_capacity(8 + picked.0.len(), 2, 0);
         self.stage(&order, &mut batch, Some(prior), &mut new)?;
         let claimed = self.stage_claim(&order, &mut batch, picked, worker_id, now)?;
         self.apply(batch, order)?;

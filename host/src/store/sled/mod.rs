@@ -119,7 +119,9 @@ impl Store for SledStore {
     async fn job_insert_many(&self, mut jobs: Vec<Job>) -> Result<Vec<Job>, StoreError> {
         {
             let _w = self.lock();
-            let mut batch = Batch::default();
+            // Per job: its creation-order entry, record, change and queue or
+            // schedule entry (a unique one also its unique key).
+            let mut batch = Batch::with_capacity(5 * jobs.len(), 0, jobs.len());
             let mut seen = BTreeSet::new();
             for job in &mut jobs {
                 if job.unique {

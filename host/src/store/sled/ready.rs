@@ -26,6 +26,32 @@ use super::keys;
 
 pub(super) type QueueKey = [u8; keys::QUEUE_KEY_LEN];
 
+/// A queue key as the map holds it: its bytes as two big-endian numbers (the
+/// first 16 bytes, then the other 13 zero-padded), so it orders, and equals,
+/// as its bytes do. Comparing two 29-byte arrays is a call to `memcmp`; a
+/// search of a queue of thousands of keys makes ~25 comparisons, and a
+/// drained job costs three searches (its claim, the removal of its entry, the
+/// entry's record kept at submit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Slot(u128, u128);
+
+impl Slot {
+    fn of(key: &QueueKey) -> Self {
+        let (head, tail) = key.split_at(16);
+        let mut low = [0u8; 16];
+        low[..tail.len()].copy_from_slice(tail);
+        let head: [u8; 16] = head.try_into().expect("a queue key is 29 bytes");
+        Self(u128::from_be_bytes(head), u128::from_be_bytes(low))
+    }
+
+    fn key(self) -> QueueKey {
+        let mut key = [0u8; keys::QUEUE_KEY_LEN];
+        key[..16].copy_from_slice(&self.0.to_be_bytes());
+        key[16..].copy_from_slice(&self.1.to_be_bytes()[..keys::QUEUE_KEY_LEN - 16]);
+        key
+    }
+}
+
 /// Keys loaded per lock of the queue.
 const CHUNK: usize = 8192;
 
@@ -39,7 +65,7 @@ pub(super) struct ReadyQueue {
     /// were in a hash map by id, whose look-ups missed the cache in a long
     /// queue, three per drained job). Jobs queued before the store opened, or
     /// past the budget, have no record here: a claim reads the store.
-    entries: BTreeMap<QueueKey, Option<IVec>>,
+    entries: BTreeMap<Slot, Option<IVec>>,
     /// While loading: every key in sled up to this one is in `entries`. `None`
     /// once all are.
     loaded_upto: Option<QueueKey>,
@@ -49,11 +75,11 @@ pub(super) struct ReadyQueue {
 
 impl ReadyQueue {
     pub(super) fn insert(&mut self, key: QueueKey) {
-        self.entries.entry(key).or_insert(None);
+        self.entries.entry(Slot::of(&key)).or_insert(None);
     }
 
     pub(super) fn remove(&mut self, key: &QueueKey) {
-        if let Some(Some(record)) = self.entries.remove(key) {
+        if let Some(Some(record)) = self.entries.remove(&Slot::of(key)) {
             self.record_bytes -= record.len();
         }
     }
@@ -62,7 +88,7 @@ impl ReadyQueue {
     /// it is queued and the budget allows. Called for every record the store
     /// stages for a queued job: a kept record is never older than the store's.
     pub(super) fn keep(&mut self, key: &QueueKey, record: &IVec) {
-        let Some(slot) = self.entries.get_mut(key) else {
+        let Some(slot) = self.entries.get_mut(&Slot::of(key)) else {
             return;
         };
         if let Some(old) = slot.take() {
@@ -80,32 +106,34 @@ impl ReadyQueue {
         &self,
         after: Option<&QueueKey>,
     ) -> Option<(QueueKey, Option<IVec>)> {
-        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let from = after.map_or(Bound::Unbounded, |k| Bound::Excluded(Slot::of(k)));
         // Only the first key is wanted: the loaded bound is checked on it
         // rather than searched for in the map.
-        let (key, record) = self
-            .entries
-            .range::<QueueKey, _>((from, Bound::Unbounded))
-            .next()?;
-        if self.loaded_upto.as_ref().is_some_and(|upto| key > upto) {
+        let (slot, record) = self.entries.range((from, Bound::Unbounded)).next()?;
+        if self
+            .loaded_upto
+            .as_ref()
+            .is_some_and(|upto| *slot > Slot::of(upto))
+        {
             return None;
         }
-        Some((*key, record.clone()))
+        Some((slot.key(), record.clone()))
     }
 
     /// The keys a claim may take, in claim order.
     #[cfg(test)]
-    fn claimable(&self) -> impl Iterator<Item = &QueueKey> {
-        let upto = self.loaded_upto;
+    fn claimable(&self) -> impl Iterator<Item = QueueKey> {
+        let upto = self.loaded_upto.as_ref().map(Slot::of);
         self.entries
             .keys()
             .take_while(move |k| upto.is_none_or(|upto| **k <= upto))
+            .map(|k| k.key())
     }
 
     /// The kept record of the job queued under `key`.
     #[cfg(test)]
     fn record(&self, key: &QueueKey) -> Option<&IVec> {
-        self.entries.get(key)?.as_ref()
+        self.entries.get(&Slot::of(key))?.as_ref()
     }
 
     /// Whether every key in sled has been loaded.
@@ -274,6 +302,24 @@ mod tests {
     }
 
     #[test]
+    fn slots_order_and_match_as_their_keys_bytes_do() {
+        let mut samples = Vec::new();
+        for priority in [i32::MIN, -5, 0, 7, i32::MAX] {
+            for seq in [0, 1, 255, 256, u64::MAX] {
+                for id in [0, 1, 0xff, 1 << 100, u128::MAX] {
+                    samples.push(keys::queue(priority, seq, uuid::Uuid::from_u128(id)));
+                }
+            }
+        }
+        for a in &samples {
+            assert_eq!(Slot::of(a).key(), *a, "round trip of {a:?}");
+            for b in &samples {
+                assert_eq!(Slot::of(a).cmp(&Slot::of(b)), a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
     fn a_claim_never_looks_past_the_keys_loaded_so_far() {
         let mut q = ReadyQueue {
             entries: BTreeMap::new(),
@@ -283,7 +329,7 @@ mod tests {
         q.insert(key(5));
         // Staged live while loading: an older job (seq 20) may still be in sled only.
         q.insert(key(30));
-        assert_eq!(q.claimable().collect::<Vec<_>>(), [&key(5)]);
+        assert_eq!(q.claimable().collect::<Vec<_>>(), [key(5)]);
         assert_eq!(q.next_claimable(None), Some((key(5), None)));
         assert_eq!(
             q.next_claimable(Some(&key(5))),
@@ -372,7 +418,7 @@ mod tests {
         let mut claimable = 0;
         while let Some(at) = cursor {
             cursor = load_chunk(&db, &queue, at).expect("load");
-            let now: Vec<QueueKey> = lock(&queue).claimable().copied().collect();
+            let now: Vec<QueueKey> = lock(&queue).claimable().collect();
             assert_eq!(now, expected[..now.len()]);
             assert!(now.len() > claimable, "each chunk makes more claimable");
             claimable = now.len();
@@ -395,7 +441,7 @@ mod tests {
             let q = lock(&queue);
             // The first chunk is there before `open` returns, and claimable.
             assert!(q.len() >= CHUNK);
-            assert_eq!(q.claimable().next(), Some(&key(0)));
+            assert_eq!(q.claimable().next(), Some(key(0)));
         }
         let started = std::time::Instant::now();
         while !lock(&queue).is_loaded() {
@@ -407,7 +453,7 @@ mod tests {
         }
         let q = lock(&queue);
         assert_eq!(q.len() as u64, n);
-        let all: Vec<QueueKey> = q.claimable().copied().collect();
+        let all: Vec<QueueKey> = q.claimable().collect();
         assert_eq!(all, (0..n).map(key).collect::<Vec<_>>());
     }
 }

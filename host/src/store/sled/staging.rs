@@ -98,6 +98,17 @@ pub(super) struct Batch {
 }
 
 impl Batch {
+    /// Room for `writes` writes, `running` running jobs' records and `queued`
+    /// queued ones: a worker's pass stages ~7 writes, and an empty vector grows
+    /// twice (a reallocation and a copy each) to hold them.
+    pub(super) fn with_capacity(writes: usize, running: usize, queued: usize) -> Self {
+        Self {
+            writes: Vec::with_capacity(writes),
+            running: Vec::with_capacity(running),
+            queued: Vec::with_capacity(queued),
+        }
+    }
+
     pub(super) fn insert(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
         self.writes.push((key.into(), Some(value.into()), false));
     }
