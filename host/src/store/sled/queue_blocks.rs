@@ -109,18 +109,44 @@ struct Open {
     /// The sequence of its last entry when read: the next block of its
     /// priority starts above it.
     last_seq: u64,
-    changed: bool,
+    /// Positions in `entries` of the entries retired, increasing (the turn's
+    /// removals come in key order). Dropped all at once in [`Open::write`]:
+    /// removing each from the vector as it was found shifted the rest of the
+    /// block every time, and a drain's turn retires hundreds of entries from
+    /// the front of a block of up to a thousand.
+    retired: Vec<usize>,
 }
 
 impl Open {
-    /// The write that leaves it as it is now, if anything changed.
-    fn write(self) -> Option<(IVec, Option<IVec>)> {
-        let key = IVec::from(&self.key[..]);
-        match (self.changed, self.entries.is_empty()) {
-            (false, _) => None,
-            (true, true) => Some((key, None)),
-            (true, false) => Some((key, Some(encode(&self.entries)))),
+    /// Retire the entry `entry`; whether the block held it.
+    fn retire(&mut self, entry: &Entry) -> bool {
+        let Ok(at) = self.entries.binary_search(entry) else {
+            return false;
+        };
+        // (A turn holds each key once; a repeat is still retired once.)
+        if self.retired.last() != Some(&at) {
+            self.retired.push(at);
         }
+        true
+    }
+
+    /// The write that leaves it without its retired entries, if any.
+    fn write(mut self) -> Option<(IVec, Option<IVec>)> {
+        if self.retired.is_empty() {
+            return None;
+        }
+        let key = IVec::from(&self.key[..]);
+        if self.retired.len() == self.entries.len() {
+            return Some((key, None));
+        }
+        let mut retired = self.retired.iter().copied().peekable();
+        let mut at = 0;
+        self.entries.retain(|_| {
+            let gone = retired.next_if_eq(&at).is_some();
+            at += 1;
+            !gone
+        });
+        Some((key, Some(encode(&self.entries))))
     }
 
     /// Whether an entry with `key` would be in this block.
@@ -200,13 +226,7 @@ impl QueueBlocks {
                 open = block_holding(db, &key)?;
             }
             let entry = entry_of(&key);
-            let found = open.as_mut().and_then(|o| {
-                let at = o.entries.binary_search(&entry).ok()?;
-                o.entries.remove(at);
-                o.changed = true;
-                Some(())
-            });
-            if found.is_none() {
+            if !open.as_mut().is_some_and(|o| o.retire(&entry)) {
                 writes.push((IVec::from(&key[..]), None));
             }
         }
@@ -238,7 +258,7 @@ fn block_holding(db: &::sled::Db, key: &QueueKey) -> Result<Option<Open>, ::sled
         key,
         entries,
         last_seq,
-        changed: false,
+        retired: Vec::new(),
     }))
 }
 
@@ -371,6 +391,38 @@ mod tests {
         assert!(writes.contains(&(IVec::from(&key(0, 11)[..]), None)));
         assert_eq!(count(&db, keys::QUEUE_BLOCK), 1);
         left.retain(|k| !rest.contains(k));
+        assert_eq!(queued(&db), left);
+    }
+
+    /// A drain's turn retires many entries of one block at once: exactly
+    /// those leave it, whatever their pattern.
+    #[test]
+    fn many_entries_retired_from_one_block_leave_exactly_the_others() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = ::sled::open(dir.path()).expect("sled");
+        let mut blocks = QueueBlocks::default();
+        let all: Vec<QueueKey> = (1..=MAX_ENTRIES as u64).map(|s| key(0, s)).collect();
+        turn(&mut blocks, &db, &all, &[]);
+        assert_eq!(count(&db, keys::QUEUE_BLOCK), 1);
+        // The first 300 but every third, and the last one.
+        let mut removed: Vec<QueueKey> = all[..300]
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(_, k)| *k)
+            .collect();
+        removed.push(all[all.len() - 1]);
+        let writes = turn(&mut blocks, &db, &[], &removed);
+        assert_eq!(
+            writes.len(),
+            2,
+            "one block rewritten, the record: {writes:?}"
+        );
+        let left: Vec<QueueKey> = all
+            .iter()
+            .filter(|k| !removed.contains(k))
+            .copied()
+            .collect();
         assert_eq!(queued(&db), left);
     }
 
