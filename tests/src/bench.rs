@@ -55,3 +55,59 @@ pub fn cpu_secs() -> f64 {
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
+
+/// Durable appends per second, one at a time, as the store's log makes them:
+/// `record_len` bytes written into a file grown ahead (so no append changes
+/// its metadata), then `sync_file_range` waiting for the device. In a temp
+/// dir on the file system the servers' data dirs use. One client waiting for
+/// each durable answer can get no more than this from the device.
+pub fn sync_floor(n: usize, record_len: usize) -> f64 {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.path().join("log"))
+        .expect("log file");
+    let record = vec![7u8; record_len];
+    let len = (n * record_len) as u64;
+    // Written out and synced first, as the log grows its file ahead of its
+    // records: the timed appends overwrite allocated blocks.
+    for at in (0..len).step_by(record_len) {
+        file.write_all_at(&record, at).expect("grow");
+    }
+    file.sync_all().expect("sync");
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let at = (i * record_len) as u64;
+        file.write_all_at(&record, at).expect("append");
+        sync_range(&file, at, record_len as u64);
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The log's own wait for the device (`host/src/store/sled/wal.rs`).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn sync_range(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: a plain system call on a descriptor `file` keeps open for its
+    // duration; it reads and writes none of this process's memory.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, flags) };
+    assert_eq!(
+        rc,
+        0,
+        "sync_file_range: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sync_range(file: &std::fs::File, _offset: u64, _len: u64) {
+    file.sync_data().expect("sync");
+}

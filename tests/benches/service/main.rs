@@ -1,5 +1,10 @@
 //! Service benchmark, through the real server over HTTP on 127.0.0.1:
-//! - durable submits per second (each 202 is on disk) with 1 and 64 clients;
+//! - durable submits per second (each 202 is on disk) with 1 and 64 clients,
+//!   and beside them what bounds one client: an HTTP round trip with nothing
+//!   durable on the path (`GET /api/v1/stats`), the device's sync of one
+//!   appended record as the store's log makes it, and the ceiling the two
+//!   make together, 1 / (round trip + sync); and the round trips 64 clients
+//!   get with nothing durable on the path;
 //! - bulk submit through `POST /api/v1/jobs/batch` (1000 jobs per request, one
 //!   request in flight, as the peers' bulk figure): of ready jobs while every
 //!   worker is busy (the drain's fill: the peers likewise enqueue with no worker
@@ -76,6 +81,34 @@ async fn submit_rate(s: &TestServer, clients: usize, total: usize) -> f64 {
                     .await
                     .expect("submit");
                 assert_eq!(r.status(), 202);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Round trips per second of `clients` concurrent clients with nothing
+/// durable on the path: `GET /api/v1/stats` over the same loopback, HTTP
+/// stack and middleware as a submit. With one client and
+/// [`wasmjobs_tests::bench::sync_floor`] it bounds what a client waiting for
+/// each durable 202 can get; with 64, what the two cores serve (load
+/// generator included) when a request does next to nothing.
+async fn http_floor(s: &TestServer, clients: usize, total: usize) -> f64 {
+    let next = Arc::new(AtomicUsize::new(0));
+    let url = s.url("/api/v1/stats");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (next, url) = (next.clone(), url.clone());
+        let client = reqwest::Client::new();
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let r = client.get(&url).send().await.expect("stats");
+                assert_eq!(r.status(), 200);
+                r.bytes().await.expect("stats body");
             }
         }));
     }
@@ -295,7 +328,8 @@ fn main() {
         let s = server(workers).await;
         let idle_rss = rss_mib().0;
         let mut one = Vec::new();
-        let mut many = Vec::new();
+        let (mut http, mut sync, mut ceiling) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut many, mut http_many) = (Vec::new(), Vec::new());
         let mut bulk = Vec::new();
         let mut drain = Vec::new();
         let mut drain_cpu = Vec::new();
@@ -304,7 +338,18 @@ fn main() {
         for _ in 0..runs {
             if wants("submit") {
                 one.push(submit_rate(&s, 1, jobs / 10).await);
+                // The two costs one client's round trip cannot shed, measured
+                // beside it: HTTP over loopback, and the device's sync of one
+                // submit's log record (~512 bytes).
+                let (h, d) = (
+                    http_floor(&s, 1, jobs / 10).await,
+                    wasmjobs_tests::bench::sync_floor(jobs / 10, 512),
+                );
+                http.push(h);
+                sync.push(d);
+                ceiling.push(1.0 / (1.0 / h + 1.0 / d));
                 many.push(submit_rate(&s, 64, jobs).await);
+                http_many.push(http_floor(&s, 64, jobs).await);
             }
             if wants("bulk") {
                 bulk.push(batch_rate(&s, jobs / 1000, 1000, later()).await);
@@ -352,8 +397,22 @@ fn main() {
         // than the rates (both rates fall, not always alike).
         let cpu_share = (!drain_cpu.is_empty() && !floor_cpu.is_empty())
             .then(|| 100.0 * median(floor_cpu.clone()) / median(drain_cpu.clone()));
+        let one_share = (!one.is_empty())
+            .then(|| 100.0 * median(one.clone()) / median(ceiling.clone()));
         measure("durable submits/s, 1 client", one);
+        measure("HTTP floor: round trips/s, 1 client (GET stats)", http);
+        measure("sync floor: durable 512-byte appends/s, 1 by 1", sync);
+        measure("1 client's ceiling: 1/(round trip + sync), /s", ceiling);
+        if let Some(share) = one_share {
+            measure("durable submits, 1 client, as % of the ceiling", vec![share]);
+        }
+        let many_share = (!many.is_empty())
+            .then(|| 100.0 * median(many.clone()) / median(http_many.clone()));
         measure("durable submits/s, 64 clients", many);
+        measure("HTTP floor: round trips/s, 64 clients (GET stats)", http_many);
+        if let Some(share) = many_share {
+            measure("durable submits, 64 clients, as % of that floor", vec![share]);
+        }
         measure("bulk submit jobs/s, ready (batches of 1000)", bulk_ready);
         measure("bulk submit jobs/s, scheduled (batches of 1000)", bulk);
         measure("noop drain jobs/s", drain);
