@@ -67,8 +67,9 @@ pub(super) struct ReadyQueue {
     /// past the budget, have no record here: a claim reads the store.
     entries: BTreeMap<Slot, Option<IVec>>,
     /// While loading: every key in sled up to this one is in `entries`. `None`
-    /// once all are.
-    loaded_upto: Option<QueueKey>,
+    /// once all are. Held as the map's own key type: every claim candidate
+    /// is compared with it.
+    loaded_upto: Option<Slot>,
     /// Bytes of the records kept in `entries`.
     record_bytes: usize,
 }
@@ -110,11 +111,7 @@ impl ReadyQueue {
         // Only the first key is wanted: the loaded bound is checked on it
         // rather than searched for in the map.
         let (slot, record) = self.entries.range((from, Bound::Unbounded)).next()?;
-        if self
-            .loaded_upto
-            .as_ref()
-            .is_some_and(|upto| *slot > Slot::of(upto))
-        {
+        if self.loaded_upto.is_some_and(|upto| *slot > upto) {
             return None;
         }
         Some((slot.key(), record.clone()))
@@ -123,7 +120,7 @@ impl ReadyQueue {
     /// The keys a claim may take, in claim order.
     #[cfg(test)]
     fn claimable(&self) -> impl Iterator<Item = QueueKey> {
-        let upto = self.loaded_upto.as_ref().map(Slot::of);
+        let upto = self.loaded_upto;
         self.entries
             .keys()
             .take_while(move |k| upto.is_none_or(|upto| **k <= upto))
@@ -175,7 +172,7 @@ fn unloaded() -> SharedQueue {
     Arc::new(Mutex::new(ReadyQueue {
         entries: BTreeMap::new(),
         // Below every `q` key: nothing is claimable until the first chunk.
-        loaded_upto: Some([0; keys::QUEUE_KEY_LEN]),
+        loaded_upto: Some(Slot::of(&[0; keys::QUEUE_KEY_LEN])),
         record_bytes: 0,
     }))
 }
@@ -289,7 +286,11 @@ fn load_chunk(
         queue.insert(key);
     }
     let done = next.singles.is_none() && next.blocks.is_none();
-    queue.loaded_upto = if done { None } else { upto };
+    queue.loaded_upto = if done {
+        None
+    } else {
+        upto.as_ref().map(Slot::of)
+    };
     Ok((!done).then_some(next))
 }
 
@@ -323,7 +324,7 @@ mod tests {
     fn a_claim_never_looks_past_the_keys_loaded_so_far() {
         let mut q = ReadyQueue {
             entries: BTreeMap::new(),
-            loaded_upto: Some(key(10)),
+            loaded_upto: Some(Slot::of(&key(10))),
             record_bytes: 0,
         };
         q.insert(key(5));
