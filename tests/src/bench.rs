@@ -58,7 +58,8 @@ pub fn cpu_secs() -> f64 {
 
 /// Durable appends per second, one at a time, as the store's log makes them:
 /// `record_len` bytes written into a file grown ahead (so no append changes
-/// its metadata), then `sync_file_range` waiting for the device. In a temp
+/// its metadata), then the log's own wait for the device
+/// ([`wasmjobs::store::sync_range`]). In a temp
 /// dir on the file system the servers' data dirs use. One client waiting for
 /// each durable answer can get no more than this from the device.
 pub fn sync_floor(n: usize, record_len: usize) -> f64 {
@@ -83,31 +84,35 @@ pub fn sync_floor(n: usize, record_len: usize) -> f64 {
     for i in 0..n {
         let at = (i * record_len) as u64;
         file.write_all_at(&record, at).expect("append");
-        sync_range(&file, at, record_len as u64);
+        wasmjobs::store::sync_range(&file, at, record_len as u64).expect("sync");
     }
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// The log's own wait for the device (`host/src/store/sled/wal.rs`).
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-fn sync_range(file: &std::fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-        | libc::SYNC_FILE_RANGE_WRITE
-        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-    // SAFETY: a plain system call on a descriptor `file` keeps open for its
-    // duration; it reads and writes none of this process's memory.
-    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, flags) };
-    assert_eq!(
-        rc,
-        0,
-        "sync_file_range: {}",
-        std::io::Error::last_os_error()
-    );
+/// A span of work measured two ways: its rate, and the CPU the whole process
+/// (every thread) spent on each item of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Meter {
+    started: std::time::Instant,
+    cpu: f64,
 }
 
-#[cfg(not(target_os = "linux"))]
-fn sync_range(file: &std::fs::File, _offset: u64, _len: u64) {
-    file.sync_data().expect("sync");
+impl Meter {
+    pub fn start() -> Self {
+        Self {
+            cpu: cpu_secs(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// Items per second since the start, and CPU µs per item, for `items`.
+    pub fn rate_and_cpu_us(&self, items: usize) -> (f64, f64) {
+        let n = items as f64;
+        let rate = n / self.started.elapsed().as_secs_f64();
+        (rate, 1e6 * (cpu_secs() - self.cpu) / n)
+    }
 }

@@ -174,7 +174,7 @@ async fn drain_rate(s: &TestServer, n: usize) -> f64 {
     n as f64 / due.elapsed().as_secs_f64()
 }
 
-use wasmjobs_tests::bench::{env_usize, median, runtime};
+use wasmjobs_tests::bench::{Meter, env_usize, median, runtime};
 
 /// Steady submits of noop jobs at `rate`/s for `secs`; the latency of each from
 /// `Received` (stored) to its guest's `run` call (the `Started` event at the
@@ -224,13 +224,21 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
+/// `part`'s median as a % of `whole`'s: one value, or none (the row is left
+/// out) when either was not measured in this run.
+fn percent(part: &[f64], whole: &[f64]) -> Vec<f64> {
+    if part.is_empty() || whole.is_empty() {
+        return Vec::new();
+    }
+    vec![100.0 * median(part.to_vec()) / median(whole.to_vec())]
+}
+
 /// The noop job through the engine alone, on 2 tasks: jobs/s.
 async fn engine_floor(s: &TestServer, jobs: usize) -> (f64, f64) {
     use wasmjobs::runtime::{AttemptSpec, Control};
     let noop = s.service.registry().get("noop").expect("noop");
     let next = Arc::new(AtomicUsize::new(0));
-    let cpu = wasmjobs_tests::bench::cpu_secs();
-    let started = Instant::now();
+    let meter = Meter::start();
     let mut tasks = Vec::new();
     for _ in 0..2 {
         let (rt, noop, next) = (s.service.runtime().clone(), noop.clone(), next.clone());
@@ -250,9 +258,7 @@ async fn engine_floor(s: &TestServer, jobs: usize) -> (f64, f64) {
     for t in tasks {
         t.await.expect("floor task");
     }
-    let rate = jobs as f64 / started.elapsed().as_secs_f64();
-    let cpu_us = 1e6 * (wasmjobs_tests::bench::cpu_secs() - cpu) / jobs as f64;
-    (rate, cpu_us)
+    meter.rate_and_cpu_us(jobs)
 }
 
 /// sled alone: `n` writes of 200 bytes, flushed every 1000; writes/s.
@@ -386,42 +392,31 @@ fn main() {
                 }
             }
         }
-        let drain_median = (!drain.is_empty()).then(|| median(drain.clone()));
-        let floor_median = (!floor.is_empty()).then(|| median(floor.clone()));
-        // The same comparison by CPU per job: the engine's share of what a
-        // drained job costs. A slow phase of the machine moves it far less
-        // than the rates (both rates fall, not always alike).
-        let cpu_share = (!drain_cpu.is_empty() && !floor_cpu.is_empty())
-            .then(|| 100.0 * median(floor_cpu.clone()) / median(drain_cpu.clone()));
-        let one_share = (!one.is_empty())
-            .then(|| 100.0 * median(one.clone()) / median(ceiling.clone()));
+        // Each figure beside its bound. By CPU per job too, for the drain:
+        // the engine's share of what a drained job costs, which a slow phase
+        // of the machine moves far less than the rates (both rates fall, not
+        // always alike).
+        let one_share = percent(&one, &ceiling);
+        let many_share = percent(&many, &http_many);
+        let drain_share = percent(&drain, &floor);
+        let cpu_share = percent(&floor_cpu, &drain_cpu);
         measure("durable submits/s, 1 client", one);
         measure("HTTP floor: round trips/s, 1 client (GET stats)", http);
         measure("sync floor: durable 512-byte appends/s, 1 by 1", sync);
         measure("1 client's ceiling: 1/(round trip + sync), /s", ceiling);
-        if let Some(share) = one_share {
-            measure("durable submits, 1 client, as % of the ceiling", vec![share]);
-        }
-        let many_share = (!many.is_empty())
-            .then(|| 100.0 * median(many.clone()) / median(http_many.clone()));
+        measure("durable submits, 1 client, as % of the ceiling", one_share);
         measure("durable submits/s, 64 clients", many);
         measure("HTTP floor: round trips/s, 64 clients (GET stats)", http_many);
-        if let Some(share) = many_share {
-            measure("durable submits, 64 clients, as % of that floor", vec![share]);
-        }
+        measure("durable submits, 64 clients, as % of that floor", many_share);
         measure("bulk submit jobs/s, ready (batches of 1000)", bulk_ready);
         measure("bulk submit jobs/s, scheduled (batches of 1000)", bulk);
         measure("noop drain jobs/s", drain);
         measure("noop drain jobs/s, all due at once (scheduled)", due);
         measure("engine floor: noop jobs/s, no store (2 tasks)", floor);
-        if let (Some(d), Some(f)) = (drain_median, floor_median) {
-            measure("noop drain as % of the engine floor", vec![100.0 * d / f]);
-        }
+        measure("noop drain as % of the engine floor", drain_share);
         measure("noop drain: CPU µs per job (all threads)", drain_cpu);
         measure("engine floor: CPU µs per job (all threads)", floor_cpu);
-        if let Some(share) = cpu_share {
-            measure("engine floor's CPU per job as % of the drain's", vec![share]);
-        }
+        measure("engine floor's CPU per job as % of the drain's", cpu_share);
         measure("store alone: finish+claim/s (1 task, no guest)", store_rate);
         measure("store alone: CPU µs per job (all threads)", store_cpu);
         measure("sled floor: writes/s (flush per 1000)", sled_rate);

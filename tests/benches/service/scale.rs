@@ -24,7 +24,7 @@ pub struct Depth {
     pub drain: f64,
     /// CPU µs of the whole process (every thread) per job of that drain: the
     /// drain's cost, which a slower phase of a shared machine moves far less
-    /// than its rate. Coarse for a short drain (see `cpu_secs`).
+    /// than its rate.
     pub drain_cpu_us: f64,
     /// Jobs/s queued by the bulk submits that filled the queue.
     pub fill: f64,
@@ -89,8 +89,7 @@ async fn submit_p99(s: &TestServer, n: usize) -> f64 {
 /// Jobs/s, and the process's CPU µs per job over the same span.
 async fn drain_first(s: &TestServer, blockers: &[String], probe: usize) -> (f64, f64) {
     let before = s.service.attempts_recorded();
-    let cpu = wasmjobs_tests::bench::cpu_secs();
-    let started = Instant::now();
+    let meter = wasmjobs_tests::bench::Meter::start();
     let stops = blockers.iter().map(|id| s.action(id, "stop"));
     for (status, body) in futures::future::join_all(stops).await {
         assert!(status.is_success(), "stop a blocker: {status} {body}");
@@ -98,14 +97,12 @@ async fn drain_first(s: &TestServer, blockers: &[String], probe: usize) -> (f64,
     let target = before + (blockers.len() + probe) as u64;
     while s.service.attempts_recorded() < target {
         assert!(
-            started.elapsed() < Duration::from_secs(600),
+            meter.elapsed() < Duration::from_secs(600),
             "the drain stalled"
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let rate = probe as f64 / started.elapsed().as_secs_f64();
-    let cpu_us = 1e6 * (wasmjobs_tests::bench::cpu_secs() - cpu) / probe as f64;
-    (rate, cpu_us)
+    meter.rate_and_cpu_us(probe)
 }
 
 /// Wait until nothing is queued or running (all `queued` drained).

@@ -15,7 +15,6 @@
 //! opens one database per process.
 
 use std::process::Command;
-use std::time::Instant;
 
 use wasmjobs::job::{Job, Kind, Status};
 use wasmjobs::store::{AttemptEnd, Next, SledStore, Store};
@@ -77,8 +76,7 @@ async fn measure(jobs: usize) -> (f64, f64) {
         store.job_insert_many(batch).await.expect("insert");
     }
     let fits = &mut |_: &Job| true;
-    let cpu = wasmjobs_tests::bench::cpu_secs();
-    let started = Instant::now();
+    let meter = wasmjobs_tests::bench::Meter::start();
     let mut running = store
         .job_claim("bench", wasmjobs::job::now_ms(), fits)
         .await
@@ -110,8 +108,7 @@ async fn measure(jobs: usize) -> (f64, f64) {
         running = next;
         done += 1;
     }
-    let took = started.elapsed().as_secs_f64();
-    let cpu = wasmjobs_tests::bench::cpu_secs() - cpu;
+    let measured = meter.rate_and_cpu_us(done);
     assert_eq!(done, jobs, "every queued job was claimed and finished once");
-    (done as f64 / took, 1e6 * cpu / done as f64)
+    measured
 }

@@ -32,6 +32,8 @@ mod staging;
 mod wal;
 mod write;
 
+pub use self::wal::sync_range;
+
 use self::index::Prior;
 use self::staging::{Batch, Staging};
 use super::keys;

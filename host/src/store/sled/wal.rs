@@ -272,12 +272,14 @@ fn read_header(header: &[u8; 20]) -> Result<u64, StoreError> {
     ))
 }
 
-/// Write out `len` bytes of `file` from `offset` and wait for the device.
+/// Write out `len` bytes of `file` from `offset` and wait for the device:
+/// how the log makes an appended turn durable. Public so that the service
+/// benchmark's sync floor times exactly this call.
 /// No safe binding of `sync_file_range` exists in std, rustix or nix; sled
 /// makes the same call through `libc`.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn sync_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
+pub fn sync_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
         return file.sync_data();
@@ -297,7 +299,7 @@ fn sync_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
 
 /// Elsewhere: the file's data and what is needed to read it back.
 #[cfg(not(target_os = "linux"))]
-fn sync_range(file: &File, _offset: u64, _len: u64) -> io::Result<()> {
+pub fn sync_range(file: &File, _offset: u64, _len: u64) -> io::Result<()> {
     file.sync_data()
 }
 
