@@ -28,14 +28,14 @@ use std::time::Duration;
 use ::sled::IVec;
 use tokio::sync::watch;
 
-use super::commit::{Committer, Writes};
+use super::commit::Committer;
 pub(super) use super::scan::Scan;
 use super::scan::{SledItem, prefix_bounds};
 
 mod overlay;
 mod writer;
 
-use overlay::Overlay;
+use overlay::{Overlay, Taken};
 
 /// How long the writer gathers writes that nobody waits for before it applies
 /// them (a durability wait or [`MAX_LINGER_WRITES`] writes end it early).
@@ -43,9 +43,10 @@ const LINGER: Duration = Duration::from_millis(5);
 /// Staged writes that end the writer's lingering.
 const MAX_LINGER_WRITES: usize = 8192;
 
-/// What the writer takes for one turn: the writes, the generation they reach,
-/// and whether the store is closing.
-type Turn = (Writes, u64, bool);
+/// What the writer takes for one turn: the writes (listed once the staging
+/// lock is let go), the generation they reach, and whether the store is
+/// closing.
+type Turn = (Taken, u64, bool);
 
 #[derive(Debug, Default)]
 struct State {
@@ -74,12 +75,13 @@ impl State {
     }
 
     /// Take every write staged since the last turn: the latest value of each key
-    /// (sled's batch would keep only the last one anyway).
+    /// (sled's batch would keep only the last one anyway). O(1): the caller
+    /// lists them after letting go of the lock.
     fn take(&mut self) -> Turn {
-        let writes = self.overlay.take(self.staged);
+        let taken = self.overlay.take(self.staged);
         self.taken = self.staged;
         self.untaken = 0;
-        (writes, self.staged, self.closed)
+        (taken, self.staged, self.closed)
     }
 }
 
@@ -428,7 +430,8 @@ mod tests {
         staging.stage(batch);
         assert_eq!(staging.get(b"q1").expect("get"), None);
         assert_eq!(staging.get(b"q2").expect("get"), Some(iv("")));
-        let (writes, generation, ..) = staging.lock().take();
+        let (taken, generation, ..) = staging.lock().take();
+        let writes = taken.writes();
         assert_eq!(
             writes,
             [(iv("old"), None), (iv("q2"), Some(iv("")))],
@@ -446,7 +449,8 @@ mod tests {
         let mut batch = Batch::default();
         batch.remove("q3");
         staging.stage(batch);
-        let (writes, generation, ..) = staging.lock().take();
+        let (taken, generation, ..) = staging.lock().take();
+        let writes = taken.writes();
         assert!(writes.is_empty());
         staging.apply(&mut log, writes, generation).expect("apply");
         assert!(staging.lock().overlay.is_empty());
@@ -460,12 +464,12 @@ mod tests {
         batch.insert_new("q1", "");
         staging.stage(batch);
         // The writer takes the insert (and is applying it) when the removal comes.
-        let (writes, ..) = staging.lock().take();
+        let writes = staging.lock().take().0.writes();
         assert_eq!(writes, [(iv("q1"), Some(iv("")))]);
         let mut batch = Batch::default();
         batch.remove("q1");
         staging.stage(batch);
-        let (writes, ..) = staging.lock().take();
+        let writes = staging.lock().take().0.writes();
         assert_eq!(writes, [(iv("q1"), None)], "sled gets the removal");
     }
 

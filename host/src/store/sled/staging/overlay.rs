@@ -13,10 +13,14 @@
 //! lock every store operation takes. In a drain a turn is ~500 jobs and ~2,500
 //! keys: the settle held that lock for hundreds of microseconds per turn,
 //! stalling every worker's finish behind it (and the entries' drops ran under
-//! it too). Now a turn walks only its own writes and a settle moves maps out.
+//! it too). Now a settle moves maps out, and a turn's map is shared (`Arc`)
+//! between the overlay and the writer, which lists its writes after letting
+//! go of the lock ([`Taken::writes`]): under the lock a turn is a pointer
+//! moved, not thousands of entries walked and cloned.
 
 use std::collections::{BTreeMap, VecDeque, btree_map};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use ::sled::IVec;
 
@@ -44,7 +48,30 @@ pub(super) struct Overlay {
     next: TurnMap,
     /// Turns taken and not yet in sled, oldest first, each with the
     /// generation it reaches.
-    turns: VecDeque<(u64, TurnMap)>,
+    turns: VecDeque<(u64, Arc<TurnMap>)>,
+}
+
+/// A turn's map as taken ([`Overlay::take`]), shared with the overlay, which
+/// keeps it readable until the turn settles.
+#[derive(Debug, Default)]
+pub(super) struct Taken(Option<Arc<TurnMap>>);
+
+impl Taken {
+    /// The turn's writes: the latest value of each key, except keys sled
+    /// never had that end removed. Listed by the writer after it let go of
+    /// the staging lock.
+    pub(super) fn writes(&self) -> Writes {
+        let Some(map) = &self.0 else {
+            return Writes::new();
+        };
+        let mut writes = Writes::with_capacity(map.len());
+        for (k, e) in map.iter() {
+            if !(e.fresh && e.value.is_none()) {
+                writes.push((k.ivec().clone(), e.value.clone()));
+            }
+        }
+        writes
+    }
 }
 
 impl Overlay {
@@ -91,24 +118,20 @@ impl Overlay {
     }
 
     /// Take the writes staged since the last turn, as a turn reaching
-    /// `generation`: the latest value of each key, except keys sled never had
-    /// that end removed. They stay readable until [`Overlay::settle`].
-    pub(super) fn take(&mut self, generation: u64) -> Writes {
-        let map = std::mem::take(&mut self.next);
-        let writes = map
-            .iter()
-            .filter(|(_, e)| !(e.fresh && e.value.is_none()))
-            .map(|(k, e)| (k.ivec().clone(), e.value.clone()))
-            .collect();
-        if !map.is_empty() {
-            self.turns.push_back((generation, map));
+    /// `generation` ([`Taken::writes`] lists them). They stay readable until
+    /// [`Overlay::settle`].
+    pub(super) fn take(&mut self, generation: u64) -> Taken {
+        if self.next.is_empty() {
+            return Taken(None);
         }
-        writes
+        let map = Arc::new(std::mem::take(&mut self.next));
+        self.turns.push_back((generation, map.clone()));
+        Taken(Some(map))
     }
 
     /// The turns up to `generation` are in sled: out of the overlay. Returned
     /// for the caller to drop once it has let go of the staging lock.
-    pub(super) fn settle(&mut self, generation: u64) -> Vec<TurnMap> {
+    pub(super) fn settle(&mut self, generation: u64) -> Vec<Arc<TurnMap>> {
         let mut settled = Vec::new();
         while self.turns.front().is_some_and(|(g, _)| *g <= generation) {
             settled.extend(self.turns.pop_front().map(|(_, map)| map));
@@ -123,7 +146,7 @@ impl Overlay {
 
     /// Newest first.
     fn maps(&self) -> impl Iterator<Item = &TurnMap> {
-        std::iter::once(&self.next).chain(self.turns.iter().rev().map(|(_, map)| map))
+        std::iter::once(&self.next).chain(self.turns.iter().rev().map(|(_, map)| &**map))
     }
 }
 
@@ -150,7 +173,7 @@ mod tests {
         let mut overlay = Overlay::default();
         overlay.stage(iv("k"), Some(iv("1")), false);
         overlay.stage(iv("m"), Some(iv("1")), false);
-        assert_eq!(overlay.take(1).len(), 2);
+        assert_eq!(overlay.take(1).writes().len(), 2);
         overlay.stage(iv("k"), Some(iv("2")), false);
         assert_eq!(value(&overlay, "k"), Some(Some(iv("2"))), "the newer value");
         assert_eq!(value(&overlay, "m"), Some(Some(iv("1"))), "the taken value");
@@ -160,7 +183,7 @@ mod tests {
         assert_eq!(overlay.settle(1).len(), 1);
         assert_eq!(value(&overlay, "m"), None);
         assert_eq!(value(&overlay, "k"), Some(Some(iv("2"))));
-        assert_eq!(overlay.take(2), [(iv("k"), Some(iv("2")))]);
+        assert_eq!(overlay.take(2).writes(), [(iv("k"), Some(iv("2")))]);
         assert!(!overlay.is_empty(), "taken, not settled");
         assert_eq!(overlay.settle(2).len(), 1);
         assert!(overlay.is_empty());
@@ -173,7 +196,10 @@ mod tests {
             overlay.stage(iv(key), None, false);
             overlay.take(generation);
         }
-        assert!(overlay.take(10).is_empty(), "nothing staged: no write");
+        assert!(
+            overlay.take(10).writes().is_empty(),
+            "nothing staged: no write"
+        );
         assert_eq!(overlay.settle(6).len(), 2, "the turns of 3 and 5");
         assert_eq!(value(&overlay, "b"), None);
         assert_eq!(value(&overlay, "c"), Some(None), "a removal stays staged");
@@ -187,9 +213,9 @@ mod tests {
         overlay.stage(iv("q1"), Some(iv("")), true);
         overlay.stage(iv("q1"), None, false);
         overlay.stage(iv("q2"), Some(iv("")), true);
-        assert_eq!(overlay.take(1), [(iv("q2"), Some(iv("")))]);
+        assert_eq!(overlay.take(1).writes(), [(iv("q2"), Some(iv("")))]);
         // Taken: sled will have it, so its removal is written.
         overlay.stage(iv("q2"), None, false);
-        assert_eq!(overlay.take(2), [(iv("q2"), None)]);
+        assert_eq!(overlay.take(2).writes(), [(iv("q2"), None)]);
     }
 }

@@ -89,7 +89,7 @@ impl Staging {
         if log.committer.is_none() || log.unsettled.is_some() {
             return Ok(false);
         }
-        let (writes, generation) = {
+        let (taken, generation) = {
             let mut state = self.lock();
             if state.durable >= ticket {
                 return Ok(true);
@@ -100,10 +100,10 @@ impl Staging {
             if state.closed || state.untaken > LEAD_MAX_WRITES {
                 return Ok(false);
             }
-            let (writes, generation, _) = state.take();
-            (writes, generation)
+            let (taken, generation, _) = state.take();
+            (taken, generation)
         };
-        let logged = self.log_turn(&mut log, writes, generation);
+        let logged = self.log_turn(&mut log, taken.writes(), generation);
         if let Err(e) = &logged {
             self.fail(&mut log, e);
         }
@@ -164,8 +164,8 @@ impl Staging {
             linger_until = None;
             // Taken under the log's lock: a leader may have logged some or all
             // of what woke us since.
-            let (writes, generation, closed) = self.lock().take();
-            if let Err(e) = self.apply(&mut log, writes, generation) {
+            let (taken, generation, closed) = self.lock().take();
+            if let Err(e) = self.apply(&mut log, taken.writes(), generation) {
                 self.fail(&mut log, &e);
                 return;
             }
