@@ -42,7 +42,7 @@ pub fn pid_status_bytes(pid: &str, key: &str) -> u64 {
 /// `getrusage` (the scheduler's own accounting, in microseconds; the clock
 /// ticks of `/proc/self/stat` are 10 ms, too coarse for a short phase).
 #[allow(unsafe_code)]
-pub fn cpu_secs() -> f64 {
+fn cpu_secs() -> f64 {
     // SAFETY: `getrusage` only writes the struct it is given, which is plain
     // data (all zeros is a valid value).
     let usage = unsafe {

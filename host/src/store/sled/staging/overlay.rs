@@ -53,7 +53,7 @@ pub(super) struct Overlay {
 
 /// A turn's map as taken ([`Overlay::take`]), shared with the overlay, which
 /// keeps it readable until the turn settles.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Taken(Option<Arc<TurnMap>>);
 
 impl Taken {
@@ -173,8 +173,14 @@ mod tests {
         let mut overlay = Overlay::default();
         overlay.stage(iv("k"), Some(iv("1")), false);
         overlay.stage(iv("m"), Some(iv("1")), false);
-        assert_eq!(overlay.take(1).writes().len(), 2);
+        let taken = overlay.take(1);
         overlay.stage(iv("k"), Some(iv("2")), false);
+        // Listed after later staging (the writer lists a turn once it has
+        // let go of the lock): the turn as it was taken.
+        assert_eq!(
+            taken.writes(),
+            [(iv("k"), Some(iv("1"))), (iv("m"), Some(iv("1")))]
+        );
         assert_eq!(value(&overlay, "k"), Some(Some(iv("2"))), "the newer value");
         assert_eq!(value(&overlay, "m"), Some(Some(iv("1"))), "the taken value");
         assert_eq!(first(&overlay, false), Some((iv("k"), Some(iv("2")))));
