@@ -32,6 +32,7 @@ mod staging;
 mod wal;
 mod write;
 
+pub use self::wal::direct::DirectLog;
 pub use self::wal::sync_range;
 
 use self::index::Prior;

@@ -10,12 +10,14 @@
 //! waiters are answered then, and sled gets the keys afterwards, while the
 //! next request is being parsed.
 //!
-//! The sync is the one sled's flush does (`sync_file_range`: the written range
-//! on the device, waited for), so a turn is as durable as it was under sled:
-//! it survives the process being killed at any instant and the kernel
-//! crashing (a power cut can lose what the device's volatile cache held, as
-//! under sled; and sled itself never syncs its blob files, see the README's
-//! *Reliability*). For it to cover a record's bytes without the file's metadata,
+//! A record is on the device once a direct write of it returns (`O_DIRECT`,
+//! see `wal/direct.rs`), or, on a file system that takes no direct writes,
+//! once `sync_file_range` (the call sled's flush makes: the written range on
+//! the device, waited for) does. Either way a turn is as durable as it was
+//! under sled: it survives the process being killed at any instant and the
+//! kernel crashing (a power cut can lose what the device's volatile cache
+//! held, as under sled; and sled itself never syncs its blob files, see the
+//! README's *Reliability*). For it to cover a record's bytes without the file's metadata,
 //! the file grows in steps of zeros, each synced with `fdatasync` before
 //! records are written into it; the writer grows it [`HEADROOM`] ahead after
 //! answering a turn's waiters ([`Wal::grow_ahead`]), so a sync on their path
@@ -43,9 +45,12 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use self::direct::DirectLog;
 use super::commit::{self, Writes};
 use crate::store::StoreError;
 use crate::store::codec::CodecError;
+
+pub mod direct;
 
 /// The log's file, in the store's directory.
 pub(super) const FILE_NAME: &str = "wasmjobs.wal";
@@ -76,6 +81,9 @@ const BUFFER_KEPT: usize = 1024 * 1024;
 #[derive(Debug)]
 pub(super) struct Wal {
     file: File,
+    /// The records' writes, where the file system takes direct writes; else
+    /// they go through `file` and [`sync_range`].
+    direct: Option<DirectLog>,
     epoch: u64,
     /// Where the next record goes.
     offset: u64,
@@ -93,6 +101,12 @@ impl Wal {
     /// sled, flush sled, then [`Wal::restart`] (which writes a new log's
     /// header) before appending.
     pub(super) fn open(dir: &Path) -> Result<(Self, Vec<Writes>), StoreError> {
+        Self::open_as(dir, true)
+    }
+
+    /// [`Wal::open`], with direct writes if `direct` and the file system takes
+    /// them.
+    fn open_as(dir: &Path, direct: bool) -> Result<(Self, Vec<Writes>), StoreError> {
         let path = dir.join(FILE_NAME);
         let file = OpenOptions::new()
             .read(true)
@@ -102,8 +116,13 @@ impl Wal {
             .open(&path)
             .map_err(io_error)?;
         let len = file.metadata().map_err(io_error)?.len();
+        let direct = match direct {
+            true => DirectLog::open(&path).map_err(io_error)?,
+            false => None,
+        };
         let mut wal = Self {
             file,
+            direct,
             epoch: 0,
             offset: HEADER_LEN,
             synced: HEADER_LEN,
@@ -124,6 +143,13 @@ impl Wal {
         wal.file.read_exact_at(&mut header, 0).map_err(io_error)?;
         wal.epoch = read_header(&header)?;
         let turns = wal.read_turns(len)?;
+        if let Some(direct) = &mut wal.direct {
+            // Appends continue after the last record, inside its block.
+            let start = DirectLog::block_start(wal.offset);
+            let mut head = vec![0u8; (wal.offset - start) as usize];
+            wal.file.read_exact_at(&mut head, start).map_err(io_error)?;
+            direct.start_at(wal.offset, &head);
+        }
         Ok((wal, turns))
     }
 
@@ -164,7 +190,8 @@ impl Wal {
         Ok(turns)
     }
 
-    /// Append `writes` as one record (durable at the next [`Wal::sync`]).
+    /// Append `writes` as one record (durable at the next [`Wal::sync`]; until
+    /// then it may not be in the file at all).
     pub(super) fn append(&mut self, writes: &Writes) -> io::Result<()> {
         let mut record = std::mem::take(&mut self.record);
         record.clear();
@@ -176,9 +203,18 @@ impl Wal {
         record[..4].copy_from_slice(&len.to_le_bytes());
         record[4..RECORD_HEADER].copy_from_slice(&crc.to_le_bytes());
         let end = self.offset + record.len() as u64;
-        let written = self
-            .grow_to(end)
-            .and_then(|()| self.file.write_all_at(&record, self.offset));
+        // A direct write covers its last block whole.
+        let covered = match self.direct {
+            Some(_) => end.next_multiple_of(direct::ALIGN as u64),
+            None => end,
+        };
+        let written = self.grow_to(covered).and_then(|()| match &mut self.direct {
+            Some(direct) => {
+                direct.extend(&record);
+                Ok(())
+            }
+            None => self.file.write_all_at(&record, self.offset),
+        });
         if written.is_ok() {
             self.offset += record.len() as u64;
         }
@@ -192,13 +228,20 @@ impl Wal {
     /// swapped for a read-only handle on itself (fault injection for tests).
     #[cfg(test)]
     pub(super) fn refuse_appends(&mut self, dir: &Path) {
-        self.file = File::open(dir.join(FILE_NAME)).expect("the log, read-only");
+        let path = dir.join(FILE_NAME);
+        self.file = File::open(&path).expect("the log, read-only");
+        if let Some(direct) = &mut self.direct {
+            direct.refuse_writes(&path);
+        }
     }
 
     /// Wait until every appended record is on the device.
     pub(super) fn sync(&mut self) -> io::Result<()> {
         if self.synced < self.offset {
-            sync_range(&self.file, self.synced, self.offset - self.synced)?;
+            match &mut self.direct {
+                Some(direct) => direct.write()?,
+                None => sync_range(&self.file, self.synced, self.offset - self.synced)?,
+            }
             self.synced = self.offset;
         }
         Ok(())
@@ -253,6 +296,9 @@ impl Wal {
         self.epoch = epoch;
         self.offset = HEADER_LEN;
         self.synced = HEADER_LEN;
+        if let Some(direct) = &mut self.direct {
+            direct.start_at(HEADER_LEN, &[]);
+        }
         Ok(())
     }
 }
@@ -333,51 +379,74 @@ mod tests {
             .collect()
     }
 
-    /// A new log in `dir`, ready for appends (as the store's open leaves it).
-    fn new_log(dir: &Path) -> Wal {
-        let (mut wal, turns) = Wal::open(dir).expect("open");
+    /// A new log in `dir`, ready for appends (as the store's open leaves it),
+    /// with direct writes or without.
+    fn new_log(dir: &Path, direct: bool) -> Wal {
+        let (mut wal, turns) = Wal::open_as(dir, direct).expect("open");
         assert!(turns.is_empty());
+        if direct && wal.direct.is_none() {
+            eprintln!("this file system takes no direct writes: the log is tested without");
+        }
+        assert!(direct || wal.direct.is_none());
         wal.restart().expect("restart");
         wal
     }
 
+    /// Each test runs on a log with direct writes and on one without.
+    const MODES: [bool; 2] = [true, false];
+
     #[test]
     fn appended_turns_are_read_back_in_order_until_a_restart() {
+        for direct in MODES {
+            appended_turns_are_read_back(direct);
+        }
+    }
+
+    fn appended_turns_are_read_back(direct: bool) {
         let dir = tempfile::tempdir().expect("dir");
-        let mut wal = new_log(dir.path());
+        let mut wal = new_log(dir.path(), direct);
         let one = turn(&[("a", Some("1")), ("b", None)]);
         let two = turn(&[("a", Some("2"))]);
         wal.append(&one).expect("append");
         wal.append(&two).expect("append");
         wal.sync().expect("sync");
         drop(wal);
-        let (mut wal, turns) = Wal::open(dir.path()).expect("reopen");
-        assert_eq!(turns, [one.clone(), two]);
-        // Appends continue after what was read.
+        let (mut wal, turns) = Wal::open_as(dir.path(), direct).expect("reopen");
+        assert_eq!(turns, [one.clone(), two.clone()]);
+        // Appends continue after what was read (inside its last block).
         let three = turn(&[("c", Some("3"))]);
         wal.append(&three).expect("append");
+        wal.sync().expect("sync");
         drop(wal);
-        let (mut wal, turns) = Wal::open(dir.path()).expect("reopen");
-        assert_eq!(turns.len(), 3);
-        assert_eq!(turns[2], three);
+        let (mut wal, turns) = Wal::open_as(dir.path(), direct).expect("reopen");
+        assert_eq!(turns, [one, two, three]);
         // A restart drops them all, though their bytes are still in the file.
         wal.restart().expect("restart");
         let four = turn(&[("d", Some("4"))]);
         wal.append(&four).expect("append");
+        wal.sync().expect("sync");
         drop(wal);
-        let (_wal, turns) = Wal::open(dir.path()).expect("reopen");
+        let (_wal, turns) = Wal::open_as(dir.path(), direct).expect("reopen");
         assert_eq!(turns, [four], "the old epoch's later records end the log");
     }
 
     #[test]
     fn a_record_cut_short_or_damaged_ends_the_log() {
+        for direct in MODES {
+            a_damaged_record_ends_the_log(direct);
+        }
+    }
+
+    fn a_damaged_record_ends_the_log(direct: bool) {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join(FILE_NAME);
-        let mut wal = new_log(dir.path());
+        let mut wal = new_log(dir.path(), direct);
         let one = turn(&[("a", Some("1"))]);
         wal.append(&one).expect("append");
+        wal.sync().expect("sync");
         let end_of_one = wal.offset;
         wal.append(&turn(&[("b", Some("2"))])).expect("append");
+        wal.sync().expect("sync");
         let end_of_two = wal.offset as usize;
         drop(wal);
         let full = std::fs::read(&path).expect("read");
@@ -387,7 +456,7 @@ mod tests {
         );
         for cut in end_of_one as usize..end_of_two {
             std::fs::write(&path, &full[..cut]).expect("write");
-            let (_wal, turns) = Wal::open(dir.path()).expect("reopen");
+            let (_wal, turns) = Wal::open_as(dir.path(), direct).expect("reopen");
             assert_eq!(turns, std::slice::from_ref(&one), "cut at {cut}");
         }
         // A flipped byte in the second record's payload.
@@ -412,7 +481,7 @@ mod tests {
     #[test]
     fn the_file_is_grown_ahead_of_the_next_record() {
         let dir = tempfile::tempdir().expect("dir");
-        let mut wal = new_log(dir.path());
+        let mut wal = new_log(dir.path(), true);
         wal.append(&turn(&[("a", Some("1"))])).expect("append");
         wal.grow_ahead().expect("grow");
         let len = std::fs::metadata(dir.path().join(FILE_NAME))
@@ -426,13 +495,14 @@ mod tests {
     #[test]
     fn the_log_asks_for_a_checkpoint_past_its_size() {
         let dir = tempfile::tempdir().expect("dir");
-        let mut wal = new_log(dir.path());
+        let mut wal = new_log(dir.path(), true);
         let big = vec![(
             IVec::from(&b"k"[..]),
             Some(IVec::from(vec![7u8; 1024 * 1024])),
         )];
         while !wal.wants_checkpoint() {
             wal.append(&big).expect("append");
+            wal.sync().expect("sync");
         }
         assert!(wal.offset >= CHECKPOINT_BYTES);
         wal.restart().expect("restart");
