@@ -215,14 +215,21 @@ mod tests {
         assert_eq!(read(&path, 0, ALIGN), vec![0xEE; ALIGN]);
     }
 
+    /// A new file's direct log, from its start; `None` where the file
+    /// system takes no direct writes.
+    fn new_log(dir: &Path) -> Option<(std::path::PathBuf, DirectLog)> {
+        let path = dir.join("log");
+        let mut log = DirectLog::open(&path).expect("open")?;
+        log.start_at(0, &[]);
+        Some((path, log))
+    }
+
     #[test]
     fn a_large_write_leaves_a_small_buffer_and_the_bytes_continue() {
         let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("log");
-        let Some(mut log) = DirectLog::open(&path).expect("open") else {
+        let Some((path, mut log)) = new_log(dir.path()) else {
             return;
         };
-        log.start_at(0, &[]);
         let big: Vec<u8> = (0..3 * BUFFER_KEPT + 123)
             .map(|i| (i % 251) as u8)
             .collect();
@@ -243,11 +250,9 @@ mod tests {
     #[test]
     fn a_failed_write_keeps_its_bytes_for_the_next() {
         let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("log");
-        let Some(mut log) = DirectLog::open(&path).expect("open") else {
+        let Some((path, mut log)) = new_log(dir.path()) else {
             return;
         };
-        log.start_at(0, &[]);
         log.extend(b"one");
         log.write().expect("write");
         let file = std::mem::replace(&mut log.file, File::open(&path).expect("read-only"));
