@@ -58,9 +58,9 @@ fn cpu_secs() -> f64 {
 
 /// Durable appends per second, one at a time, as the store's log makes them:
 /// `record_len` bytes appended into a file grown ahead (so no append changes
-/// its metadata), each written straight to the device and waited for
-/// ([`wasmjobs::store::DirectLog`]), or, where the file system takes no
-/// direct writes, written and then waited for with the log's
+/// its metadata), each written straight to the device
+/// ([`wasmjobs::store::DirectLog`]; buffered where the file system takes no
+/// direct writes) and then waited for with the log's
 /// [`wasmjobs::store::sync_range`]. In a temp dir on the file system the
 /// servers' data dirs use. One client waiting for each durable answer can get
 /// no more than this from the device.
@@ -89,13 +89,14 @@ pub fn sync_floor(n: usize, record_len: usize) -> f64 {
     }
     let started = std::time::Instant::now();
     for i in 0..n {
-        if let Some(direct) = &mut direct {
-            direct.extend(&record);
-            direct.write().expect("append");
-            continue;
-        }
         let at = (i * record_len) as u64;
-        file.write_all_at(&record, at).expect("append");
+        match &mut direct {
+            Some(direct) => {
+                direct.extend(&record);
+                direct.write().expect("append");
+            }
+            None => file.write_all_at(&record, at).expect("append"),
+        }
         wasmjobs::store::sync_range(&file, at, record_len as u64).expect("sync");
     }
     n as f64 / started.elapsed().as_secs_f64()

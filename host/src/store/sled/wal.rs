@@ -10,10 +10,10 @@
 //! waiters are answered then, and sled gets the keys afterwards, while the
 //! next request is being parsed.
 //!
-//! A record is on the device once a direct write of it returns (`O_DIRECT`,
-//! see `wal/direct.rs`), or, on a file system that takes no direct writes,
-//! once `sync_file_range` (the call sled's flush makes: the written range on
-//! the device, waited for) does. Either way a turn is as durable as it was
+//! A record is written with `O_DIRECT` (see `wal/direct.rs`; buffered on a
+//! file system that takes no direct writes) and is on the device once
+//! `sync_file_range` (the call sled's flush makes: the written range on the
+//! device, waited for) returns after it. Either way a turn is as durable as it was
 //! under sled: it survives the process being killed at any instant and the
 //! kernel crashing (a power cut can lose what the device's volatile cache
 //! held, as under sled; and sled itself never syncs its blob files, see the
@@ -238,10 +238,15 @@ impl Wal {
     /// Wait until every appended record is on the device.
     pub(super) fn sync(&mut self) -> io::Result<()> {
         if self.synced < self.offset {
-            match &mut self.direct {
-                Some(direct) => direct.write()?,
-                None => sync_range(&self.file, self.synced, self.offset - self.synced)?,
+            if let Some(direct) = &mut self.direct {
+                direct.write()?;
             }
+            // After a direct write the range is clean and this returns at once
+            // (~2 µs); but a file system may serve a direct write through the
+            // page cache (ext4 with `data=journal`, for one), and what that
+            // left dirty is written out and waited for here, as on the
+            // buffered path.
+            sync_range(&self.file, self.synced, self.offset - self.synced)?;
             self.synced = self.offset;
         }
         Ok(())
