@@ -13,15 +13,16 @@
 //! A record is written with `O_DIRECT` (see `wal/direct.rs`; buffered on a
 //! file system that takes no direct writes) and is on the device once
 //! `sync_file_range` (the call sled's flush makes: the written range on the
-//! device, waited for) returns after it. Either way a turn is as durable as it was
+//! device, waited for) returns after it. So a turn is as durable as it was
 //! under sled: it survives the process being killed at any instant and the
 //! kernel crashing (a power cut can lose what the device's volatile cache
 //! held, as under sled; and sled itself never syncs its blob files, see the
-//! README's *Reliability*). For it to cover a record's bytes without the file's metadata,
-//! the file grows in steps of zeros, each synced with `fdatasync` before
-//! records are written into it; the writer grows it [`HEADROOM`] ahead after
-//! answering a turn's waiters ([`Wal::grow_ahead`]), so a sync on their path
-//! never waits for a growth unless one turn outruns the headroom.
+//! README's *Reliability*). For the sync to cover a record's bytes without
+//! the file's metadata, the file grows in steps of zeros, each synced with
+//! `fdatasync` before records are written into it; the writer grows it
+//! [`HEADROOM`] ahead after answering a turn's waiters
+//! ([`Wal::grow_ahead`]), so a sync on their path never waits for a growth
+//! unless one turn outruns the headroom.
 //!
 //! sled is made durable only at a checkpoint ([`CHECKPOINT_BYTES`] of log, and
 //! at close), after which the log starts over.
@@ -137,6 +138,9 @@ impl Wal {
             File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io_error)?;
+            if let Some(direct) = &mut wal.direct {
+                direct.start_at(wal.offset, &[]);
+            }
             return Ok((wal, Vec::new()));
         }
         let mut header = [0u8; 20];
