@@ -263,6 +263,10 @@ mod tests {
         assert!(log.write().is_err());
         log.file = file;
         log.write().expect("write");
-        assert_eq!(read(&path, 0, 6), b"onetwo");
+        // The failed write left no padding behind: the next record follows
+        // the last byte, not a block later.
+        log.extend(b"three");
+        log.write().expect("write");
+        assert_eq!(read(&path, 0, 11), b"onetwothree");
     }
 }
