@@ -58,46 +58,28 @@ fn cpu_secs() -> f64 {
 
 /// Durable appends per second, one at a time, as the store's log makes them:
 /// `record_len` bytes appended into a file grown ahead (so no append changes
-/// its metadata), each written straight to the device
-/// ([`wasmjobs::store::DirectLog`]; buffered where the file system takes no
-/// direct writes) and then waited for with the log's
-/// [`wasmjobs::store::sync_range`]. In a temp dir on the file system the
-/// servers' data dirs use. One client waiting for each durable answer can get
-/// no more than this from the device.
+/// its metadata), each written and waited for by the log's own writer
+/// ([`wasmjobs::store::LogWriter`]: `O_DIRECT` where the file system takes
+/// it). In a temp dir on the file system the servers' data dirs use. One
+/// client waiting for each durable answer can get no more than this from the
+/// device.
 pub fn sync_floor(n: usize, record_len: usize) -> f64 {
-    use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("log");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("log file");
-    let record = vec![7u8; record_len];
-    let len = (n * record_len) as u64;
     // Written out and synced first, as the log grows its file ahead of its
     // records: the timed appends overwrite allocated blocks.
-    for at in (0..len + 4096).step_by(record_len) {
-        file.write_all_at(&record, at).expect("grow");
-    }
-    file.sync_all().expect("sync");
-    let mut direct = wasmjobs::store::DirectLog::open(&path).expect("open");
-    if let Some(direct) = &mut direct {
-        direct.start_at(0, &[]);
-    }
+    let len = (n * record_len).next_multiple_of(4096);
+    std::fs::write(&path, vec![7u8; len]).expect("grow");
+    std::fs::File::open(&path)
+        .and_then(|f| f.sync_all())
+        .expect("sync");
+    let mut log = wasmjobs::store::LogWriter::open(&path).expect("open");
+    log.start_at(0).expect("start");
+    let record = vec![7u8; record_len];
     let started = std::time::Instant::now();
-    for i in 0..n {
-        let at = (i * record_len) as u64;
-        match &mut direct {
-            Some(direct) => {
-                direct.extend(&record);
-                direct.write().expect("append");
-            }
-            None => file.write_all_at(&record, at).expect("append"),
-        }
-        wasmjobs::store::sync_range(&file, at, record_len as u64).expect("sync");
+    for _ in 0..n {
+        log.extend(&record);
+        log.write().expect("append");
     }
     n as f64 / started.elapsed().as_secs_f64()
 }

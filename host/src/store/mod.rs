@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-pub use self::sled::{DirectLog, SledStore, sync_range};
+pub use self::sled::{LogWriter, SledStore};
 use crate::job::{Command, Job, Status};
 
 /// Candidates a claim looks at before giving up (jobs that do not fit now).

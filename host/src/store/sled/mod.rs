@@ -32,8 +32,7 @@ mod staging;
 mod wal;
 mod write;
 
-pub use self::wal::direct::DirectLog;
-pub use self::wal::sync_range;
+pub use self::wal::writer::LogWriter;
 
 use self::index::Prior;
 use self::staging::{Batch, Staging};

@@ -10,7 +10,7 @@
 //! waiters are answered then, and sled gets the keys afterwards, while the
 //! next request is being parsed.
 //!
-//! A record is written with `O_DIRECT` (see `wal/direct.rs`; buffered on a
+//! A record is written with `O_DIRECT` (see `wal/writer.rs`; buffered on a
 //! file system that takes no direct writes) and is on the device once
 //! `sync_file_range` (the call sled's flush makes: the written range on the
 //! device, waited for) returns after it. So a turn is as durable as it was
@@ -46,12 +46,12 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use self::direct::DirectLog;
+use self::writer::{ALIGN, LogWriter};
 use super::commit::{self, Writes};
 use crate::store::StoreError;
 use crate::store::codec::CodecError;
 
-pub mod direct;
+pub mod writer;
 
 /// The log's file, in the store's directory.
 pub(super) const FILE_NAME: &str = "wasmjobs.wal";
@@ -81,10 +81,10 @@ const BUFFER_KEPT: usize = 1024 * 1024;
 /// The open log, owned by the store's writer.
 #[derive(Debug)]
 pub(super) struct Wal {
+    /// Reads at open, the file's growth and its header.
     file: File,
-    /// The records' writes, where the file system takes direct writes; else
-    /// they go through `file` and [`sync_range`].
-    direct: Option<DirectLog>,
+    /// The records' writes.
+    writer: LogWriter,
     epoch: u64,
     /// Where the next record goes.
     offset: u64,
@@ -117,13 +117,10 @@ impl Wal {
             .open(&path)
             .map_err(io_error)?;
         let len = file.metadata().map_err(io_error)?.len();
-        let direct = match direct {
-            true => DirectLog::open(&path).map_err(io_error)?,
-            false => None,
-        };
+        let writer = LogWriter::open_as(&path, direct).map_err(io_error)?;
         let mut wal = Self {
             file,
-            direct,
+            writer,
             epoch: 0,
             offset: HEADER_LEN,
             synced: HEADER_LEN,
@@ -138,22 +135,15 @@ impl Wal {
             File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io_error)?;
-            if let Some(direct) = &mut wal.direct {
-                direct.start_at(wal.offset, &[]);
-            }
+            wal.writer.start_at(wal.offset).map_err(io_error)?;
             return Ok((wal, Vec::new()));
         }
         let mut header = [0u8; 20];
         wal.file.read_exact_at(&mut header, 0).map_err(io_error)?;
         wal.epoch = read_header(&header)?;
         let turns = wal.read_turns(len)?;
-        if let Some(direct) = &mut wal.direct {
-            // Appends continue after the last record, inside its block.
-            let start = DirectLog::block_start(wal.offset);
-            let mut head = vec![0u8; (wal.offset - start) as usize];
-            wal.file.read_exact_at(&mut head, start).map_err(io_error)?;
-            direct.start_at(wal.offset, &head);
-        }
+        // Appends continue after the last record, inside its block.
+        wal.writer.start_at(wal.offset).map_err(io_error)?;
         Ok((wal, turns))
     }
 
@@ -206,26 +196,17 @@ impl Wal {
         let crc = checksum(self.epoch, &record[RECORD_HEADER..]);
         record[..4].copy_from_slice(&len.to_le_bytes());
         record[4..RECORD_HEADER].copy_from_slice(&crc.to_le_bytes());
+        // The write covers its last block whole.
         let end = self.offset + record.len() as u64;
-        // A direct write covers its last block whole.
-        let covered = match self.direct {
-            Some(_) => end.next_multiple_of(direct::ALIGN as u64),
-            None => end,
-        };
-        let written = self.grow_to(covered).and_then(|()| match &mut self.direct {
-            Some(direct) => {
-                direct.extend(&record);
-                Ok(())
-            }
-            None => self.file.write_all_at(&record, self.offset),
-        });
-        if written.is_ok() {
-            self.offset += record.len() as u64;
+        let grown = self.grow_to(end.next_multiple_of(ALIGN as u64));
+        if grown.is_ok() {
+            self.writer.extend(&record);
+            self.offset = end;
         }
         if record.capacity() <= BUFFER_KEPT {
             self.record = record;
         }
-        written
+        grown
     }
 
     /// From now on every append fails as on a device error: the file is
@@ -234,23 +215,13 @@ impl Wal {
     pub(super) fn refuse_appends(&mut self, dir: &Path) {
         let path = dir.join(FILE_NAME);
         self.file = File::open(&path).expect("the log, read-only");
-        if let Some(direct) = &mut self.direct {
-            direct.refuse_writes(&path);
-        }
+        self.writer.refuse_writes(&path);
     }
 
     /// Wait until every appended record is on the device.
     pub(super) fn sync(&mut self) -> io::Result<()> {
         if self.synced < self.offset {
-            if let Some(direct) = &mut self.direct {
-                direct.write()?;
-            }
-            // After a direct write the range is clean and this returns at once
-            // (~2 µs); but a file system may serve a direct write through the
-            // page cache (ext4 with `data=journal`, for one), and what that
-            // left dirty is written out and waited for here, as on the
-            // buffered path.
-            sync_range(&self.file, self.synced, self.offset - self.synced)?;
+            self.writer.write()?;
             self.synced = self.offset;
         }
         Ok(())
@@ -305,10 +276,7 @@ impl Wal {
         self.epoch = epoch;
         self.offset = HEADER_LEN;
         self.synced = HEADER_LEN;
-        if let Some(direct) = &mut self.direct {
-            direct.start_at(HEADER_LEN, &[]);
-        }
-        Ok(())
+        self.writer.start_at(HEADER_LEN)
     }
 }
 
@@ -325,37 +293,6 @@ fn read_header(header: &[u8; 20]) -> Result<u64, StoreError> {
     Ok(u64::from_le_bytes(
         header[8..16].try_into().expect("8 bytes"),
     ))
-}
-
-/// Write out `len` bytes of `file` from `offset` and wait for the device:
-/// how the log makes an appended turn durable. Public so that the service
-/// benchmark's sync floor times exactly this call.
-/// No safe binding of `sync_file_range` exists in std, rustix or nix; sled
-/// makes the same call through `libc`.
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-pub fn sync_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return file.sync_data();
-    };
-    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-        | libc::SYNC_FILE_RANGE_WRITE
-        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-    // SAFETY: a plain system call on a descriptor `file` keeps open for its
-    // duration; it reads and writes none of this process's memory.
-    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Elsewhere: the file's data and what is needed to read it back.
-#[cfg(not(target_os = "linux"))]
-pub fn sync_range(file: &File, _offset: u64, _len: u64) -> io::Result<()> {
-    file.sync_data()
 }
 
 fn io_error(e: io::Error) -> StoreError {
@@ -393,10 +330,10 @@ mod tests {
     fn new_log(dir: &Path, direct: bool) -> Wal {
         let (mut wal, turns) = Wal::open_as(dir, direct).expect("open");
         assert!(turns.is_empty());
-        if direct && wal.direct.is_none() {
+        if direct && !wal.writer.is_direct() {
             eprintln!("this file system takes no direct writes: the log is tested without");
         }
-        assert!(direct || wal.direct.is_none());
+        assert!(direct || !wal.writer.is_direct());
         wal.restart().expect("restart");
         wal
     }
