@@ -38,9 +38,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use hyper::Method;
+use load::Load;
 use serde_json::json;
 use wasmjobs_tests::server::{SECRET, TestServer};
 
+mod load;
 mod scale;
 mod store_floor;
 
@@ -63,15 +66,11 @@ fn later() -> serde_json::Value {
 
 /// Durable single submits from `clients` concurrent clients; jobs/s.
 async fn submit_rate(s: &TestServer, clients: usize, total: usize) -> f64 {
-    let url = s.url("/api/v1/jobs");
-    let body = json!({ "job": later() });
-    round_trips(clients, total, 202, move |client| {
-        client
-            .post(&url)
-            .header("Authorization", format!("Harbor-Secret {SECRET}"))
-            .json(&body)
-    })
-    .await
+    Load::new(&s.base, Method::POST, "/api/v1/jobs")
+        .auth(&format!("Harbor-Secret {SECRET}"))
+        .json(&json!({ "job": later() }))
+        .round_trips(clients, total, 202)
+        .await
 }
 
 /// Round trips per second of `clients` concurrent clients with nothing
@@ -81,37 +80,9 @@ async fn submit_rate(s: &TestServer, clients: usize, total: usize) -> f64 {
 /// each durable 202 can get; with 64, what the two cores serve (load
 /// generator included) when a request does next to nothing.
 async fn http_floor(s: &TestServer, clients: usize, total: usize) -> f64 {
-    let url = s.url("/api/v1/stats");
-    round_trips(clients, total, 200, move |client| client.get(&url)).await
-}
-
-/// `total` requests built by `request`, from `clients` concurrent clients
-/// (each on a connection of its own, kept alive), each answered with
-/// `status` and its body read before the client's next; requests/s.
-async fn round_trips(
-    clients: usize,
-    total: usize,
-    status: u16,
-    request: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder + Clone + Send + 'static,
-) -> f64 {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (next, request) = (next.clone(), request.clone());
-        let client = reqwest::Client::new();
-        tasks.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < total {
-                let r = request(&client).send().await.expect("request");
-                assert_eq!(r.status(), status);
-                r.bytes().await.expect("body");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("client");
-    }
-    total as f64 / started.elapsed().as_secs_f64()
+    Load::new(&s.base, Method::GET, "/api/v1/stats")
+        .round_trips(clients, total, 200)
+        .await
 }
 
 /// Bulk submits of `per_batch` jobs; jobs/s.
