@@ -15,6 +15,7 @@ use wasmjobs::runtime::{
     PluginRegistry, Runtime, RuntimeConfig, SubjobRequest,
 };
 use wasmjobs::server::Node;
+use wasmjobs::telemetry::init_tracing;
 
 /// sled clones and frees whole B-tree pages on every write; under glibc's malloc
 /// that was a quarter of the drain's CPU (README, Performance).
@@ -93,17 +94,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
     };
     Ok(Duration::from_millis(ms))
-}
-
-fn init_tracing(default_level: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }
 
 #[tokio::main]

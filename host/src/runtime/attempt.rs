@@ -82,7 +82,11 @@ impl Runtime {
     /// Run one attempt of a job on `plugin`. Waits for a free job slot first (at
     /// most `max_concurrent_jobs` run at once). Never fails: every way an attempt
     /// can end is an [`Outcome`].
-    #[tracing::instrument(skip_all, fields(job = %spec.job_id, plugin = plugin.name(), attempt = spec.attempt))]
+    // A span per attempt at `debug`, not `info`: under the default `info`
+    // filter each one cost ~1 µs of a ~21 µs noop job (formatted fields,
+    // the registry, an enter and exit per poll); the events that matter name
+    // the job themselves.
+    #[tracing::instrument(level = "debug", skip_all, fields(job = %spec.job_id, plugin = plugin.name(), attempt = spec.attempt))]
     pub async fn run(
         &self,
         plugin: &Plugin,

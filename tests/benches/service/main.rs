@@ -280,6 +280,9 @@ fn main() {
     if let Ok(jobs) = std::env::var(store_floor::CHILD) {
         return store_floor::child(&jobs);
     }
+    // The server logs as `wasmjobs serve` does by default (`info`, or
+    // `RUST_LOG`): what a job's spans and events cost is part of its figures.
+    wasmjobs::telemetry::init_tracing("info");
     let jobs = env_usize("BENCH_JOBS", 20_000).max(1000);
     let runs = env_usize("BENCH_RUNS", 3);
     // BENCH_ONLY=submit|bulk|drain|floor|store|latency|scale|rss runs some
