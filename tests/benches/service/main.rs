@@ -51,11 +51,16 @@ mod store_floor;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// A server with the bench's plugins and `workers` workers (and as many sandboxes).
+/// A server with the bench's plugins, `workers` workers, and the product's
+/// runtime settings (the tests' are smaller: 2 call slots, 60 s deadlines),
+/// so the pool and the `validate` slots are sized as a node's are.
 pub async fn server(workers: usize) -> TestServer {
     TestServer::start_with(&["noop", "sleeper"], |c| {
         c.workers = workers as u32;
-        c.runtime.max_concurrent_jobs = c.workers;
+        c.runtime = wasmjobs::runtime::RuntimeConfig {
+            cache_dir: c.runtime.cache_dir.take(),
+            ..Default::default()
+        };
     })
     .await
 }
