@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
@@ -22,8 +22,8 @@ use hyper_util::rt::TokioIo;
 /// One request, sent again and again.
 #[derive(Clone)]
 pub struct Load {
-    /// `host:port` of the server.
-    host: String,
+    /// `host:port` of the server: where to connect, and the `Host` header.
+    host: HeaderValue,
     method: Method,
     path: Uri,
     /// The `Authorization` header, if any.
@@ -35,13 +35,15 @@ pub struct Load {
 impl Load {
     /// `method path` on the server whose base URL is `base` (`http://host:port`).
     pub fn new(base: &str, method: Method, path: &str) -> Self {
-        let host = base
-            .strip_prefix("http://")
-            .expect("the bench's server speaks plain HTTP")
-            .trim_end_matches('/')
-            .to_string();
+        let base: Uri = base.parse().expect("a base URL");
+        assert_eq!(
+            base.scheme_str(),
+            Some("http"),
+            "the bench's server speaks plain HTTP"
+        );
+        let host = base.authority().expect("host:port").as_str();
         Self {
-            host,
+            host: HeaderValue::from_str(host).expect("a host"),
             method,
             path: path.parse().expect("a path"),
             auth: None,
@@ -61,11 +63,11 @@ impl Load {
         self
     }
 
-    fn request(&self, host: &HeaderValue) -> Request<Full<Bytes>> {
+    fn request(&self) -> Request<Full<Bytes>> {
         let mut r = Request::builder()
             .method(self.method.clone())
             .uri(self.path.clone())
-            .header(HOST, host.clone());
+            .header(HOST, self.host.clone());
         if let Some(auth) = &self.auth {
             r = r.header(AUTHORIZATION, auth.clone());
         }
@@ -87,9 +89,8 @@ impl Load {
         // Connected before the clock starts, as a kept-alive client would be.
         let mut senders = Vec::with_capacity(clients);
         for _ in 0..clients {
-            let stream = tokio::net::TcpStream::connect(&self.host)
-                .await
-                .expect("connect");
+            let host = self.host.to_str().expect("an ASCII host");
+            let stream = tokio::net::TcpStream::connect(host).await.expect("connect");
             stream.set_nodelay(true).expect("nodelay");
             let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
@@ -97,17 +98,13 @@ impl Load {
             tokio::spawn(conn);
             senders.push(sender);
         }
-        let host = HeaderValue::from_str(&self.host).expect("host");
         let started = Instant::now();
         let mut tasks = Vec::with_capacity(clients);
         for mut sender in senders {
-            let (next, load, host) = (next.clone(), self.clone(), host.clone());
+            let (next, load) = (next.clone(), self.clone());
             tasks.push(tokio::spawn(async move {
                 while next.fetch_add(1, Ordering::Relaxed) < total {
-                    let r = sender
-                        .send_request(load.request(&host))
-                        .await
-                        .expect("request");
+                    let r = sender.send_request(load.request()).await.expect("request");
                     let code = r.status().as_u16();
                     let body = r.into_body().collect().await.expect("body").to_bytes();
                     assert_eq!(code, status, "{}", String::from_utf8_lossy(&body));
